@@ -1,0 +1,739 @@
+"""
+The in-process signal dispatcher: ``Signal`` and the ``receiver`` decorator.
+
+``Signal`` behaves like ``django.dispatch.Signal`` (Django 6.1) and imports
+nothing of Redis. A bridge that relays sends to other processes plugs in
+through ``Signal._outboxes`` (see ``relay.bridge``); without one, this module
+is all there is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import logging
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from types import FunctionType, MethodType
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
+
+from relay._async import (
+    ensure_no_running_loop,
+    is_async_callable,
+    restore_context,
+    run_coroutine_sync,
+    run_parallel,
+)
+
+__all__ = ["SCOPES", "Registration", "Signal", "receiver"]
+
+logger = logging.getLogger("relay.dispatch")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The values ``Signal.connect(scope=...)`` accepts, besides ``None``.
+SCOPES: Final = ("all", "local")
+
+_CO_VARKEYWORDS: Final = inspect.CO_VARKEYWORDS
+
+
+def _make_id(target: object) -> Hashable:
+    """Identity key of a receiver or sender; bound methods by (instance, function)."""
+    if type(target) is MethodType or hasattr(target, "__func__"):
+        return (id(target.__self__), id(target.__func__))  # type: ignore[attr-defined]
+    return id(target)
+
+
+NONE_ID: Final = _make_id(None)
+
+
+def _accepts_kwargs(func: Callable[..., Any]) -> bool:
+    """Return True if ``func`` accepts arbitrary keyword arguments."""
+    plain = func.__func__ if type(func) is MethodType else func
+    if type(plain) is FunctionType and not plain.__dict__:
+        return bool(plain.__code__.co_flags & _CO_VARKEYWORDS)
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        # No signature to inspect (some builtins): let the call decide.
+        return True
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+class _StrongRef:
+    """A strong reference with the call interface of ``weakref.ref``."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __call__(self) -> object:
+        return self.obj
+
+
+class Registration(NamedTuple):
+    """
+    One entry of ``Signal.receivers``.
+
+    The first four fields match Django's tuples: the lookup key
+    ``(receiver id or dispatch_uid, sender id)``, the receiver (a weak
+    reference when connected with ``weak=True``), a reference to the sender
+    (``None`` for any sender) and whether the receiver is a coroutine function.
+    """
+
+    key: tuple[Hashable, Hashable]
+    receiver: Any
+    sender_ref: Callable[[], object] | None
+    is_async: bool
+    weak: bool
+    scope: str | None
+    dispatch_uid: Hashable | None
+
+
+_Call = tuple[Any, bool]  # (receiver or its weak reference, is weak)
+
+
+class _Snapshot:
+    """
+    The receivers a send should call, precomputed after every change.
+
+    ``any_sync``/``any_async`` hold receivers for any sender; ``by_sender``
+    maps the id of each sender that has its own receivers to the merged
+    ``(sync, async)`` calls, in connection order. ``cache`` is free for
+    consumers such as the bridge and dies with the snapshot.
+    """
+
+    __slots__ = ("any_async", "any_sync", "by_sender", "cache", "entries")
+
+    def __init__(self, entries: Sequence[Registration]) -> None:
+        self.entries = tuple(entries)
+        specific = {e.key[1] for e in self.entries if e.key[1] != NONE_ID}
+        calls: dict[Hashable, tuple[list[_Call], list[_Call]]] = {
+            key: ([], []) for key in (NONE_ID, *specific)
+        }
+        for entry in self.entries:
+            call = (entry.receiver, entry.weak)
+            sender_key = entry.key[1]
+            targets = calls.values() if sender_key == NONE_ID else (calls[sender_key],)
+            for sync, asynchronous in targets:
+                (asynchronous if entry.is_async else sync).append(call)
+        any_sync, any_async = calls.pop(NONE_ID)
+        self.any_sync: tuple[_Call, ...] = tuple(any_sync)
+        self.any_async: tuple[_Call, ...] = tuple(any_async)
+        self.by_sender: dict[Hashable, tuple[tuple[_Call, ...], tuple[_Call, ...]]] = {
+            key: (tuple(sync), tuple(asynchronous)) for key, (sync, asynchronous) in calls.items()
+        }
+        self.cache: dict[Any, Any] = {}
+
+    def calls_for(self, sender: object) -> tuple[tuple[_Call, ...], tuple[_Call, ...]]:
+        if self.by_sender:
+            found = self.by_sender.get(_make_id(sender))
+            if found is not None:
+                return found
+        return self.any_sync, self.any_async
+
+
+def _live(calls: Sequence[_Call]) -> list[Callable[..., Any]]:
+    live = []
+    for ref, weak in calls:
+        receiver = ref() if weak else ref
+        if receiver is not None:
+            live.append(receiver)
+    return live
+
+
+def _receiver_name(receiver: object) -> str:
+    name = getattr(receiver, "__qualname__", None)
+    return name if isinstance(name, str) else repr(receiver)
+
+
+class Outbox(Protocol):
+    """
+    What a bridge attaches to a signal to see its sends (see ``relay.bridge``).
+
+    ``prepare`` runs before any receiver: it validates and encodes the send and
+    raises if that is impossible. The callable it returns is called once the
+    local receivers have run, to hand the message on.
+    """
+
+    namespace: str
+
+    def prepare(
+        self, signal: Signal, sender: object, named: dict[str, Any]
+    ) -> Callable[[], None]: ...
+
+
+class Signal:
+    """
+    Base class for all signals.
+
+    Internal attributes:
+
+        receivers
+            A list of ``Registration`` tuples, one per live connection.
+    """
+
+    def __init__(self, use_caching: bool = False, name: str | None = None) -> None:
+        """
+        Create a new signal.
+
+        Arguments:
+
+            use_caching
+                Accepted for compatibility with Django. relay always resolves
+                receivers through a table built once per change, so sends are
+                as fast as Django's cached path for every sender (including
+                ``None`` and unhashable ones) and no sender is kept alive.
+
+            name
+                The signal's identity across processes, such as
+                ``"shop.order_placed"``. Needed only to relay the signal through
+                a bridge; ``Relay.register(signal, name=...)`` can give it later.
+        """
+        self.receivers: list[Registration] = []
+        self.lock = threading.Lock()
+        self.use_caching = use_caching
+        self.name = name
+        self._keys: set[tuple[Hashable, Hashable]] = set()
+        self._dead_receivers = False
+        self._snapshot: _Snapshot | None = _Snapshot(())
+        self._attached: list[Outbox] = []
+        self._outboxes: tuple[Outbox, ...] = ()
+        self.default_scope = "all"
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<{type(self).__name__}{label} receivers={len(self.receivers)}>"
+
+    # -- connecting ---------------------------------------------------------
+
+    def connect(
+        self,
+        receiver: Callable[..., Any],
+        sender: object = None,
+        weak: bool = True,
+        dispatch_uid: Hashable | None = None,
+        *,
+        scope: str | None = None,
+    ) -> None:
+        """
+        Connect receiver to sender for signal.
+
+        Arguments:
+
+            receiver
+                A function or an instance method which is to receive signals.
+                Receivers must be callable, accept keyword arguments
+                (``**kwargs``) and, if ``weak`` is True, be weak referenceable.
+                ``async def`` receivers are recognised here and awaited by
+                ``send``/``asend``.
+
+                If a receiver is connected with a ``dispatch_uid``, it is not
+                added if another receiver was already connected with that
+                ``dispatch_uid`` for the same sender. Connecting the same
+                receiver (or ``dispatch_uid``) for the same sender twice keeps
+                the first registration.
+
+            sender
+                The sender to which the receiver should respond. Must either be
+                a Python object, or None to receive events from any sender.
+                Weakly referenced when possible: when the sender is garbage
+                collected, its receivers are dropped.
+
+            weak
+                Whether to use weak references to the receiver. By default, a
+                weak reference is kept, so a receiver that is garbage collected
+                (a lambda or a local function, for instance) disappears. If
+                False, the signal keeps the receiver alive.
+
+            dispatch_uid
+                An identifier used to uniquely identify a particular instance of
+                a receiver. This will usually be a string, though it may be
+                anything hashable.
+
+            scope
+                Which sends fire the receiver once the signal is registered
+                with a bridge: ``"all"`` (sends from every process) or
+                ``"local"`` (sends from this process only). ``None`` takes the
+                signal's default, ``"all"`` unless ``Relay.register(...,
+                scope=...)`` said otherwise. Without a bridge, ``"all"`` and
+                ``"local"`` mean the same.
+        """
+        self._connect(receiver, sender, weak, dispatch_uid, scope)
+
+    def _connect(
+        self,
+        receiver: Callable[..., Any],
+        sender: object,
+        weak: bool,
+        dispatch_uid: Hashable | None,
+        scope: str | None,
+    ) -> bool:
+        """Connect as ``connect`` does; return False if the key was already there."""
+        if not callable(receiver):
+            raise TypeError("Signal receivers must be callable.")
+        if not _accepts_kwargs(receiver):
+            raise ValueError("Signal receivers must accept keyword arguments (**kwargs).")
+        if scope is not None and scope not in SCOPES:
+            raise ValueError(
+                f"Unknown scope {scope!r}; use one of {', '.join(map(repr, SCOPES))} or None."
+            )
+
+        sender_id = _make_id(sender)
+        lookup_key = (dispatch_uid if dispatch_uid else _make_id(receiver), sender_id)
+        is_async = is_async_callable(receiver)
+
+        stored: Any = receiver
+        if weak:
+            if type(receiver) is MethodType or (
+                hasattr(receiver, "__self__") and hasattr(receiver, "__func__")
+            ):
+                stored = weakref.WeakMethod(receiver, self._flag_dead_receivers)
+            else:
+                stored = weakref.ref(receiver, self._flag_dead_receivers)
+
+        sender_ref: Callable[[], object] | None = None
+        if sender is not None:
+            sender_ref = self._sender_ref(sender)
+
+        entry = Registration(
+            lookup_key, stored, sender_ref, is_async, weak, scope, dispatch_uid or None
+        )
+        with self.lock:
+            self._clear_dead_receivers()
+            if lookup_key in self._keys:
+                return False
+            self._keys.add(lookup_key)
+            self.receivers.append(entry)
+            self._snapshot = None
+            return True
+
+    def _sender_ref(self, sender: object) -> Callable[[], object]:
+        try:
+            if type(sender) is MethodType:
+                return weakref.WeakMethod(sender, self._flag_dead_receivers)
+            return weakref.ref(sender, self._flag_dead_receivers)
+        except TypeError:
+            # Unweakrefable (object(), str, int): hold it, so its id stays taken.
+            return _StrongRef(sender)
+
+    def disconnect(
+        self,
+        receiver: Callable[..., Any] | None = None,
+        sender: object = None,
+        dispatch_uid: Hashable | None = None,
+    ) -> bool:
+        """
+        Disconnect receiver from sender for signal.
+
+        If weak references are used, disconnect need not be called. The
+        receiver will be removed from dispatch automatically.
+
+        Arguments:
+
+            receiver
+                The registered receiver to disconnect. May be None if
+                ``dispatch_uid`` is specified.
+
+            sender
+                The registered sender to disconnect: the same ``sender`` the
+                receiver was connected with (also when using ``dispatch_uid``).
+
+            dispatch_uid
+                The unique identifier of the receiver to disconnect.
+
+        Returns True if a receiver was disconnected, False if none matched.
+        """
+        lookup_key = (dispatch_uid if dispatch_uid else _make_id(receiver), _make_id(sender))
+        with self.lock:
+            self._clear_dead_receivers()
+            if lookup_key not in self._keys:
+                return False
+            self._keys.discard(lookup_key)
+            self.receivers = [e for e in self.receivers if e.key != lookup_key]
+            self._snapshot = None
+            return True
+
+    def has_listeners(self, sender: object = None) -> bool:
+        """
+        Return True if any live receiver would be called for ``sender``.
+
+        Arguments:
+
+            sender
+                The sender to ask about. None (the default) asks about the
+                receivers connected for any sender only.
+        """
+        sync, asynchronous = self._current().calls_for(sender)
+        return bool(_live(sync) or _live(asynchronous))
+
+    @contextlib.contextmanager
+    def connected_to(self, receiver: F, sender: object = None) -> Iterator[F]:
+        """
+        Connect ``receiver`` for the duration of a ``with`` block (handy in tests).
+
+        The receiver is held strongly and always disconnected on exit, even when
+        the block raises. If it was already connected for that sender, the
+        existing registration is left as it was.
+
+        Arguments:
+
+            receiver
+                The receiver to connect, as for ``connect``.
+
+            sender
+                The sender to which the receiver should respond, or None for any.
+        """
+        added = self._connect(receiver, sender, False, None, None)
+        try:
+            yield receiver
+        finally:
+            if added:
+                self.disconnect(receiver, sender=sender)
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
+        """
+        Send signal from sender to all connected receivers.
+
+        If any receiver raises an error, the error propagates back through
+        send, terminating the dispatch loop. So it's possible that all
+        receivers won't be called if an error is raised.
+
+        If any receivers are asynchronous, they are called after all the
+        synchronous receivers, concurrently, on a private event loop. Calling
+        ``send`` from a thread that runs an event loop then raises
+        RuntimeError: use ``asend`` there.
+
+        Arguments:
+
+            sender
+                The sender of the signal. Either a specific object or None.
+
+            named
+                Named arguments which will be passed to receivers.
+
+        Returns a list of tuple pairs [(receiver, response), ... ], synchronous
+        receivers first, then asynchronous ones, each in connection order.
+        """
+        if self._outboxes:
+            return self._send_relayed(self._send_local, sender, named)
+        return self._send_local(sender, named)
+
+    def _send_local(
+        self, sender: object, named: dict[str, Any]
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        if not self.receivers:
+            return []
+        sync, asynchronous = (self._snapshot or self._refresh()).calls_for(sender)
+        if asynchronous:
+            ensure_no_running_loop("send")
+        # Resolve every weak reference first, as Django does: a receiver that an
+        # earlier one lets go of during this send still runs.
+        responses = [
+            (receiver, receiver(signal=self, sender=sender, **named))
+            for receiver in [ref() if weak else ref for ref, weak in sync]
+            if receiver is not None
+        ]
+        if asynchronous:
+            receivers = _live(asynchronous)
+            results = run_coroutine_sync(self._coroutine_calls(receivers, sender, named), "send")
+            responses.extend(zip(receivers, results, strict=True))
+        return responses
+
+    def send_robust(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
+        """
+        Send signal from sender to all connected receivers catching errors.
+
+        If any receiver raises an error (specifically any subclass of
+        Exception), the error instance is returned as the result for that
+        receiver, with its traceback at ``__traceback__``, and logged on the
+        ``relay.dispatch`` logger. The other receivers still run.
+
+        Arguments:
+
+            sender
+                The sender of the signal. Can be any Python object (normally
+                one registered with a connect if you actually want something
+                to occur).
+
+            named
+                Named arguments which will be passed to receivers.
+
+        Returns a list of tuple pairs [(receiver, response), ... ].
+        """
+        if self._outboxes:
+            return self._send_relayed(self._send_robust_local, sender, named)
+        return self._send_robust_local(sender, named)
+
+    def _send_robust_local(
+        self, sender: object, named: dict[str, Any]
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        if not self.receivers:
+            return []
+        sync, asynchronous = (self._snapshot or self._refresh()).calls_for(sender)
+        if asynchronous:
+            ensure_no_running_loop("send_robust")
+        responses = self._send_robust_to(_live(sync), sender, named)
+        if asynchronous:
+            receivers = _live(asynchronous)
+            calls = self._coroutine_calls(receivers, sender, named, robust=True)
+            results = run_coroutine_sync(calls, "send_robust")
+            responses.extend(zip(receivers, results, strict=True))
+        return responses
+
+    async def asend(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
+        """
+        Send signal from sender to all connected receivers, in async code.
+
+        Synchronous receivers run first, in order, in a worker thread so they
+        do not block the event loop; then the asynchronous receivers run
+        concurrently. All share one copy of the caller's context, so
+        context-variable changes are seen by later receivers and by the caller.
+        If any receiver raises an error, it propagates back through asend.
+
+        Arguments:
+
+            sender
+                The sender of the signal. Either a specific object or None.
+
+            named
+                Named arguments which will be passed to receivers.
+
+        Returns a list of tuple pairs [(receiver, response), ... ], synchronous
+        receivers first, then asynchronous ones, each in connection order.
+        """
+        if self._outboxes:
+            return await self._asend_relayed(self._asend_local, sender, named)
+        return await self._asend_local(sender, named)
+
+    async def asend_robust(
+        self, sender: object, **named: Any
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """
+        Send signal from sender to all connected receivers catching errors, in
+        async code.
+
+        Receivers run as for ``asend``; errors are handled as for
+        ``send_robust``.
+
+        Arguments:
+
+            sender
+                The sender of the signal. Can be any Python object.
+
+            named
+                Named arguments which will be passed to receivers.
+
+        Returns a list of tuple pairs [(receiver, response), ... ].
+        """
+        if self._outboxes:
+            return await self._asend_relayed(self._asend_robust_local, sender, named)
+        return await self._asend_robust_local(sender, named)
+
+    async def _asend_local(
+        self, sender: object, named: dict[str, Any]
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        return await self._asend_impl(sender, named, robust=False)
+
+    async def _asend_robust_local(
+        self, sender: object, named: dict[str, Any]
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        return await self._asend_impl(sender, named, robust=True)
+
+    async def _asend_impl(
+        self, sender: object, named: dict[str, Any], robust: bool
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        if not self.receivers:
+            return []
+        sync_calls, async_calls = (self._snapshot or self._refresh()).calls_for(sender)
+        sync_receivers, async_receivers = _live(sync_calls), _live(async_calls)
+        responses: list[tuple[Callable[..., Any], Any]] = []
+        context = contextvars.copy_context()
+        try:
+            if sync_receivers:
+                run_sync = self._send_robust_to if robust else self._send_to
+                loop = asyncio.get_running_loop()
+                responses = await loop.run_in_executor(
+                    None, context.run, run_sync, sync_receivers, sender, named
+                )
+            if async_receivers:
+                calls = self._coroutine_calls(async_receivers, sender, named, robust=robust)
+                results = await run_parallel(calls, context)
+                responses.extend(zip(async_receivers, results, strict=True))
+        finally:
+            restore_context(context)
+        return responses
+
+    def _send_to(
+        self, receivers: list[Callable[..., Any]], sender: object, named: dict[str, Any]
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        return [(r, r(signal=self, sender=sender, **named)) for r in receivers]
+
+    def _send_robust_to(
+        self, receivers: list[Callable[..., Any]], sender: object, named: dict[str, Any]
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        responses: list[tuple[Callable[..., Any], Any]] = []
+        for receiver in receivers:
+            try:
+                response = receiver(signal=self, sender=sender, **named)
+            except Exception as err:
+                self._log_robust_failure(receiver, err)
+                response = err
+            responses.append((receiver, response))
+        return responses
+
+    def _coroutine_calls(
+        self,
+        receivers: list[Callable[..., Any]],
+        sender: object,
+        named: dict[str, Any],
+        robust: bool = False,
+    ) -> list[Callable[[], Awaitable[Any]]]:
+        def plain(receiver: Callable[..., Any]) -> Callable[[], Awaitable[Any]]:
+            return lambda: receiver(signal=self, sender=sender, **named)
+
+        def caught(receiver: Callable[..., Any]) -> Callable[[], Awaitable[Any]]:
+            async def call() -> Any:
+                try:
+                    return await receiver(signal=self, sender=sender, **named)
+                except Exception as err:
+                    self._log_robust_failure(receiver, err)
+                    return err
+
+            return call
+
+        wrap = caught if robust else plain
+        return [wrap(receiver) for receiver in receivers]
+
+    def _log_robust_failure(self, receiver: object, err: Exception) -> None:
+        logger.error(
+            "Error calling %s in Signal.send_robust() (%s)",
+            _receiver_name(receiver),
+            err,
+            exc_info=err,
+        )
+
+    # -- relaying (used by relay.bridge) -----------------------------------
+
+    def _send_relayed(
+        self,
+        send_local: Callable[[object, dict[str, Any]], list[tuple[Callable[..., Any], Any]]],
+        sender: object,
+        named: dict[str, Any],
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        if self._current().calls_for(sender)[1]:
+            ensure_no_running_loop("send")
+        handoffs = [outbox.prepare(self, sender, named) for outbox in self._outboxes]
+        try:
+            return send_local(sender, named)
+        finally:
+            for handoff in handoffs:
+                handoff()
+
+    async def _asend_relayed(
+        self,
+        asend_local: Callable[
+            [object, dict[str, Any]], Awaitable[list[tuple[Callable[..., Any], Any]]]
+        ],
+        sender: object,
+        named: dict[str, Any],
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        handoffs = [outbox.prepare(self, sender, named) for outbox in self._outboxes]
+        try:
+            return await asend_local(sender, named)
+        finally:
+            for handoff in handoffs:
+                handoff()
+
+    def _attach(self, outbox: Outbox) -> None:
+        """
+        Attach a bridge's outbox. Only the first outbox of each namespace
+        publishes, so two bridges on one namespace never publish a send twice;
+        the next one takes over when it is detached.
+        """
+        with self.lock:
+            if outbox not in self._attached:
+                self._attached.append(outbox)
+                self._outboxes = self._publishing_outboxes()
+
+    def _detach(self, outbox: Outbox) -> None:
+        with self.lock:
+            if outbox in self._attached:
+                self._attached.remove(outbox)
+                self._outboxes = self._publishing_outboxes()
+
+    def _publishing_outboxes(self) -> tuple[Outbox, ...]:
+        first: dict[str, Outbox] = {}
+        for outbox in self._attached:
+            first.setdefault(outbox.namespace, outbox)
+        return tuple(first.values())
+
+    # -- bookkeeping --------------------------------------------------------
+
+    def _current(self) -> _Snapshot:
+        return self._snapshot or self._refresh()
+
+    def _refresh(self) -> _Snapshot:
+        with self.lock:
+            while True:
+                self._clear_dead_receivers()
+                snapshot = _Snapshot(self.receivers)
+                self._snapshot = snapshot
+                # A weakref callback may have run while the snapshot was built.
+                if not self._dead_receivers:
+                    return snapshot
+
+    def _clear_dead_receivers(self) -> None:
+        # Note: caller is assumed to hold self.lock.
+        if self._dead_receivers:
+            self._dead_receivers = False
+            alive = []
+            for entry in self.receivers:
+                if entry.weak and entry.receiver() is None:
+                    continue
+                if entry.sender_ref is not None and entry.sender_ref() is None:
+                    continue
+                alive.append(entry)
+            if len(alive) != len(self.receivers):
+                self.receivers = alive
+                self._keys = {e.key for e in alive}
+                self._snapshot = None
+
+    def _flag_dead_receivers(self, reference: object = None) -> None:
+        # Called by the garbage collector, possibly while self.lock is held:
+        # only flag, the next connect, disconnect, send or has_listeners prunes.
+        self._dead_receivers = True
+        self._snapshot = None
+
+
+def receiver(signal: Signal | list[Signal] | tuple[Signal, ...], **kwargs: Any) -> Callable[[F], F]:
+    """
+    A decorator for connecting receivers to signals. Used by passing in the
+    signal (or list of signals) and keyword arguments to connect::
+
+        @receiver(post_save, sender=MyModel)
+        def signal_receiver(sender, **kwargs):
+            ...
+
+        @receiver([post_save, post_delete], sender=MyModel)
+        def signals_receiver(sender, **kwargs):
+            ...
+
+    Returns the function itself, so it must be the outermost decorator.
+    """
+
+    def _decorator(func: F) -> F:
+        if isinstance(signal, (list, tuple)):
+            for s in signal:
+                s.connect(func, **kwargs)
+        else:
+            signal.connect(func, **kwargs)
+        return func
+
+    return _decorator
