@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import itertools
 import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from operator import call
 from types import FunctionType, MethodType
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
@@ -42,8 +44,8 @@ _CO_VARKEYWORDS: Final = inspect.CO_VARKEYWORDS
 
 def _make_id(target: object) -> Hashable:
     """Identity key of a receiver or sender; bound methods by (instance, function)."""
-    if type(target) is MethodType or hasattr(target, "__func__"):
-        return (id(target.__self__), id(target.__func__))  # type: ignore[attr-defined]
+    if type(target) is MethodType:
+        return (id(target.__self__), id(target.__func__))
     return id(target)
 
 
@@ -94,56 +96,55 @@ class Registration(NamedTuple):
     dispatch_uid: Hashable | None
 
 
-_Call = tuple[Any, bool]  # (receiver or its weak reference, is weak)
+# How a snapshot holds a receiver: a zero-argument callable returning it, or
+# None once it is gone (its weak reference, or a C-level getter for a strong one).
+_Getter = Callable[[], Any]
+_Calls = tuple[_Getter, ...]
+
+
+def _getter(entry: Registration) -> _Getter:
+    return entry.receiver if entry.weak else itertools.repeat(entry.receiver).__next__
 
 
 class _Snapshot:
     """
     The receivers a send should call, precomputed after every change.
 
-    ``any_sync``/``any_async`` hold receivers for any sender; ``by_sender``
-    maps the id of each sender that has its own receivers to the merged
-    ``(sync, async)`` calls, in connection order. ``cache`` is free for
-    consumers such as the bridge and dies with the snapshot.
+    ``any`` holds the ``(sync, async)`` getters of receivers for any sender;
+    ``by_sender`` maps the id of each sender that has receivers of its own to
+    the merged ``(sync, async)`` getters, in connection order. ``cache`` is
+    free for consumers such as the bridge and dies with the snapshot.
     """
 
-    __slots__ = ("any_async", "any_sync", "by_sender", "cache", "entries")
+    __slots__ = ("any", "by_sender", "cache", "entries")
 
     def __init__(self, entries: Sequence[Registration]) -> None:
         self.entries = tuple(entries)
         specific = {e.key[1] for e in self.entries if e.key[1] != NONE_ID}
-        calls: dict[Hashable, tuple[list[_Call], list[_Call]]] = {
+        calls: dict[Hashable, tuple[list[_Getter], list[_Getter]]] = {
             key: ([], []) for key in (NONE_ID, *specific)
         }
         for entry in self.entries:
-            call = (entry.receiver, entry.weak)
+            getter = _getter(entry)
             sender_key = entry.key[1]
             targets = calls.values() if sender_key == NONE_ID else (calls[sender_key],)
             for sync, asynchronous in targets:
-                (asynchronous if entry.is_async else sync).append(call)
+                (asynchronous if entry.is_async else sync).append(getter)
         any_sync, any_async = calls.pop(NONE_ID)
-        self.any_sync: tuple[_Call, ...] = tuple(any_sync)
-        self.any_async: tuple[_Call, ...] = tuple(any_async)
-        self.by_sender: dict[Hashable, tuple[tuple[_Call, ...], tuple[_Call, ...]]] = {
+        self.any: tuple[_Calls, _Calls] = (tuple(any_sync), tuple(any_async))
+        self.by_sender: dict[Hashable, tuple[_Calls, _Calls]] = {
             key: (tuple(sync), tuple(asynchronous)) for key, (sync, asynchronous) in calls.items()
         }
         self.cache: dict[Any, Any] = {}
 
-    def calls_for(self, sender: object) -> tuple[tuple[_Call, ...], tuple[_Call, ...]]:
+    def calls_for(self, sender: object) -> tuple[_Calls, _Calls]:
         if self.by_sender:
-            found = self.by_sender.get(_make_id(sender))
-            if found is not None:
-                return found
-        return self.any_sync, self.any_async
+            return self.by_sender.get(_make_id(sender), self.any)
+        return self.any
 
 
-def _live(calls: Sequence[_Call]) -> list[Callable[..., Any]]:
-    live = []
-    for ref, weak in calls:
-        receiver = ref() if weak else ref
-        if receiver is not None:
-            live.append(receiver)
-    return live
+def _live(getters: _Calls) -> list[Callable[..., Any]]:
+    return [receiver for receiver in map(call, getters) if receiver is not None]
 
 
 def _receiver_name(receiver: object) -> str:
@@ -421,30 +422,33 @@ class Signal:
         Returns a list of tuple pairs [(receiver, response), ... ], synchronous
         receivers first, then asynchronous ones, each in connection order.
         """
-        if self._outboxes:
-            return self._send_relayed(self._send_local, sender, named)
-        return self._send_local(sender, named)
-
-    def _send_local(
-        self, sender: object, named: dict[str, Any]
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        if not self.receivers:
-            return []
-        sync, asynchronous = (self._snapshot or self._refresh()).calls_for(sender)
-        if asynchronous:
-            ensure_no_running_loop("send")
-        # Resolve every weak reference first, as Django does: a receiver that an
-        # earlier one lets go of during this send still runs.
-        responses = [
-            (receiver, receiver(signal=self, sender=sender, **named))
-            for receiver in [ref() if weak else ref for ref, weak in sync]
-            if receiver is not None
-        ]
-        if asynchronous:
-            receivers = _live(asynchronous)
-            results = run_coroutine_sync(self._coroutine_calls(receivers, sender, named), "send")
-            responses.extend(zip(receivers, results, strict=True))
-        return responses
+        handoffs = self._prepare_relay(sender, named, "send") if self._outboxes else ()
+        try:
+            if not self.receivers:
+                return []
+            snapshot = self._snapshot or self._refresh()
+            sync, asynchronous = (
+                snapshot.by_sender.get(_make_id(sender), snapshot.any)
+                if snapshot.by_sender
+                else snapshot.any
+            )
+            if asynchronous:
+                ensure_no_running_loop("send")
+            responses: list[tuple[Callable[..., Any], Any]] = []
+            if sync:
+                kwargs = self._receiver_kwargs(sender, named)
+                append = responses.append
+                # Resolve every weak reference first, as Django does: a receiver
+                # that an earlier one lets go of during this send still runs.
+                for receiver in list(map(call, sync)):
+                    if receiver is not None:
+                        append((receiver, receiver(**kwargs)))
+            if asynchronous:
+                responses.extend(self._run_async(_live(asynchronous), sender, named, "send"))
+            return responses
+        finally:
+            for handoff in handoffs:
+                handoff()
 
     def send_robust(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
         """
@@ -467,25 +471,27 @@ class Signal:
 
         Returns a list of tuple pairs [(receiver, response), ... ].
         """
-        if self._outboxes:
-            return self._send_relayed(self._send_robust_local, sender, named)
-        return self._send_robust_local(sender, named)
-
-    def _send_robust_local(
-        self, sender: object, named: dict[str, Any]
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        if not self.receivers:
-            return []
-        sync, asynchronous = (self._snapshot or self._refresh()).calls_for(sender)
-        if asynchronous:
-            ensure_no_running_loop("send_robust")
-        responses = self._send_robust_to(_live(sync), sender, named)
-        if asynchronous:
-            receivers = _live(asynchronous)
-            calls = self._coroutine_calls(receivers, sender, named, robust=True)
-            results = run_coroutine_sync(calls, "send_robust")
-            responses.extend(zip(receivers, results, strict=True))
-        return responses
+        handoffs = self._prepare_relay(sender, named, "send_robust") if self._outboxes else ()
+        try:
+            if not self.receivers:
+                return []
+            snapshot = self._snapshot or self._refresh()
+            sync, asynchronous = (
+                snapshot.by_sender.get(_make_id(sender), snapshot.any)
+                if snapshot.by_sender
+                else snapshot.any
+            )
+            if asynchronous:
+                ensure_no_running_loop("send_robust")
+            responses = self._send_robust_to(_live(sync), sender, named) if sync else []
+            if asynchronous:
+                responses.extend(
+                    self._run_async(_live(asynchronous), sender, named, "send_robust", robust=True)
+                )
+            return responses
+        finally:
+            for handoff in handoffs:
+                handoff()
 
     async def asend(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
         """
@@ -508,9 +514,7 @@ class Signal:
         Returns a list of tuple pairs [(receiver, response), ... ], synchronous
         receivers first, then asynchronous ones, each in connection order.
         """
-        if self._outboxes:
-            return await self._asend_relayed(self._asend_local, sender, named)
-        return await self._asend_local(sender, named)
+        return await self._asend(sender, named, robust=False)
 
     async def asend_robust(
         self, sender: object, **named: Any
@@ -532,61 +536,73 @@ class Signal:
 
         Returns a list of tuple pairs [(receiver, response), ... ].
         """
-        if self._outboxes:
-            return await self._asend_relayed(self._asend_robust_local, sender, named)
-        return await self._asend_robust_local(sender, named)
+        return await self._asend(sender, named, robust=True)
 
-    async def _asend_local(
-        self, sender: object, named: dict[str, Any]
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        return await self._asend_impl(sender, named, robust=False)
-
-    async def _asend_robust_local(
-        self, sender: object, named: dict[str, Any]
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        return await self._asend_impl(sender, named, robust=True)
-
-    async def _asend_impl(
+    async def _asend(
         self, sender: object, named: dict[str, Any], robust: bool
     ) -> list[tuple[Callable[..., Any], Any]]:
-        if not self.receivers:
-            return []
-        sync_calls, async_calls = (self._snapshot or self._refresh()).calls_for(sender)
-        sync_receivers, async_receivers = _live(sync_calls), _live(async_calls)
-        responses: list[tuple[Callable[..., Any], Any]] = []
-        context = contextvars.copy_context()
+        handoffs = self._prepare_relay(sender, named, None) if self._outboxes else ()
         try:
-            if sync_receivers:
-                run_sync = self._send_robust_to if robust else self._send_to
-                loop = asyncio.get_running_loop()
-                responses = await loop.run_in_executor(
-                    None, context.run, run_sync, sync_receivers, sender, named
-                )
-            if async_receivers:
-                calls = self._coroutine_calls(async_receivers, sender, named, robust=robust)
-                results = await run_parallel(calls, context)
-                responses.extend(zip(async_receivers, results, strict=True))
+            if not self.receivers:
+                return []
+            sync_calls, async_calls = self._current().calls_for(sender)
+            sync_receivers, async_receivers = _live(sync_calls), _live(async_calls)
+            responses: list[tuple[Callable[..., Any], Any]] = []
+            context = contextvars.copy_context()
+            try:
+                if sync_receivers:
+                    run_sync = self._send_robust_to if robust else self._send_to
+                    loop = asyncio.get_running_loop()
+                    responses = await loop.run_in_executor(
+                        None, context.run, run_sync, sync_receivers, sender, named
+                    )
+                if async_receivers:
+                    calls = self._coroutine_calls(async_receivers, sender, named, robust=robust)
+                    results = await run_parallel(calls, context)
+                    responses.extend(zip(async_receivers, results, strict=True))
+            finally:
+                restore_context(context)
+            return responses
         finally:
-            restore_context(context)
-        return responses
+            for handoff in handoffs:
+                handoff()
+
+    def _receiver_kwargs(self, sender: object, named: dict[str, Any]) -> dict[str, Any]:
+        if "signal" in named:
+            raise TypeError("receivers got multiple values for keyword argument 'signal'")
+        return {"signal": self, "sender": sender, **named}
 
     def _send_to(
         self, receivers: list[Callable[..., Any]], sender: object, named: dict[str, Any]
     ) -> list[tuple[Callable[..., Any], Any]]:
-        return [(r, r(signal=self, sender=sender, **named)) for r in receivers]
+        kwargs = self._receiver_kwargs(sender, named)
+        return [(r, r(**kwargs)) for r in receivers]
 
     def _send_robust_to(
         self, receivers: list[Callable[..., Any]], sender: object, named: dict[str, Any]
     ) -> list[tuple[Callable[..., Any], Any]]:
+        kwargs = self._receiver_kwargs(sender, named)
         responses: list[tuple[Callable[..., Any], Any]] = []
+        append = responses.append
         for receiver in receivers:
             try:
-                response = receiver(signal=self, sender=sender, **named)
+                response = receiver(**kwargs)
             except Exception as err:
                 self._log_robust_failure(receiver, err)
                 response = err
-            responses.append((receiver, response))
+            append((receiver, response))
         return responses
+
+    def _run_async(
+        self,
+        receivers: list[Callable[..., Any]],
+        sender: object,
+        named: dict[str, Any],
+        what: str,
+        robust: bool = False,
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        calls = self._coroutine_calls(receivers, sender, named, robust=robust)
+        return list(zip(receivers, run_coroutine_sync(calls, what), strict=True))
 
     def _coroutine_calls(
         self,
@@ -621,35 +637,16 @@ class Signal:
 
     # -- relaying (used by relay.bridge) -----------------------------------
 
-    def _send_relayed(
-        self,
-        send_local: Callable[[object, dict[str, Any]], list[tuple[Callable[..., Any], Any]]],
-        sender: object,
-        named: dict[str, Any],
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        if self._current().calls_for(sender)[1]:
-            ensure_no_running_loop("send")
-        handoffs = [outbox.prepare(self, sender, named) for outbox in self._outboxes]
-        try:
-            return send_local(sender, named)
-        finally:
-            for handoff in handoffs:
-                handoff()
-
-    async def _asend_relayed(
-        self,
-        asend_local: Callable[
-            [object, dict[str, Any]], Awaitable[list[tuple[Callable[..., Any], Any]]]
-        ],
-        sender: object,
-        named: dict[str, Any],
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        handoffs = [outbox.prepare(self, sender, named) for outbox in self._outboxes]
-        try:
-            return await asend_local(sender, named)
-        finally:
-            for handoff in handoffs:
-                handoff()
+    def _prepare_relay(
+        self, sender: object, named: dict[str, Any], what: str | None
+    ) -> list[Callable[[], None]]:
+        """
+        Let each attached bridge validate and encode this send, before any
+        receiver runs; return what hands the messages on afterwards.
+        """
+        if what is not None and self._current().calls_for(sender)[1]:
+            ensure_no_running_loop(what)
+        return [outbox.prepare(self, sender, named) for outbox in self._outboxes]
 
     def _attach(self, outbox: Outbox) -> None:
         """
