@@ -1,0 +1,775 @@
+"""
+The wire format: how relayed sends travel between processes.
+
+A frame is one pub/sub payload, a msgpack array::
+
+    [version, messages, mac]
+
+``version`` is ``WIRE_VERSION``; ``messages`` is an array of messages, each::
+
+    [id (bin 16), origin (str), seq (int), signal (str), sender (str | nil),
+     sent_at (float), kwargs (map)]
+
+and ``mac`` is nil (frames are not signed yet). Keyword-argument values keep
+their exact Python type across the wire: msgpack carries ``None``, ``bool``,
+``int``, ``float``, ``str``, ``bytes``, ``list`` and ``dict`` natively, and
+extension types carry the rest (see the ``_EXT_*`` codes). Nothing is ever
+pickled or evaluated.
+
+Decoding treats every frame as hostile: anything that is not a well-formed
+frame within the given limits raises ``WireError``, never another exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple, TypeVar
+
+import msgpack  # type: ignore[import-untyped]
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "WIRE_VERSION",
+    "Message",
+    "WireError",
+    "decode_frame",
+    "encode_frame",
+    "encode_kwargs",
+    "register_type",
+]
+
+T = TypeVar("T")
+
+WIRE_VERSION: Final = 1
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
+
+# Extension type codes of wire version 1. Never renumber: peers rely on them.
+_EXT_TUPLE: Final = 1  # msgpack array of the items
+_EXT_SET: Final = 2  # msgpack array of the members
+_EXT_FROZENSET: Final = 3  # msgpack array of the members
+_EXT_BIGINT: Final = 4  # two's-complement big-endian bytes
+_EXT_DATETIME: Final = 5  # [y, mo, d, h, mi, s, us, fold] + [offset_us, tzname] if aware
+_EXT_DATE: Final = 6  # [y, mo, d]
+_EXT_TIME: Final = 7  # [h, mi, s, us, fold] + [offset_us, tzname] if aware
+_EXT_TIMEDELTA: Final = 8  # [days, seconds, microseconds]
+_EXT_DECIMAL: Final = 9  # ASCII text of str(value)
+_EXT_UUID: Final = 10  # the 16 bytes
+_EXT_REGISTERED: Final = 11  # [name, encoded value], see register_type()
+_CONTAINER_CODES: Final = frozenset({_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET})
+
+_FRAME_HEAD: Final = bytes([0x93, WIRE_VERSION])
+_MESSAGE_HEAD: Final = 0x97  # fixarray of 7
+_NIL: Final = 0xC0
+_MAP_HEADS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
+_ID_SIZE: Final = 16
+_SEQ_LIMIT: Final = 1 << 64
+
+# Types msgpack decodes natively and the decoder passes through untouched.
+_PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
+
+_MICROSECOND: Final = dt.timedelta(microseconds=1)
+_ZERO: Final = dt.timedelta(0)
+_DECIMAL_CONTEXT: Final = decimal.Context(traps=[decimal.InvalidOperation])
+
+_POOL_SIZE: Final = 16
+_POOL_MAX_OUTPUT: Final = 1 << 16
+
+
+class WireError(ValueError):
+    """A frame from the broker that cannot be accepted; ``str()`` says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """
+    One relayed send, as decoded from a frame.
+
+    Fields:
+
+        id
+            The message's unique id, 32 lowercase hex digits.
+
+        origin
+            The id of the process that sent it.
+
+        seq
+            Its sequence number among the sends of ``signal`` by ``origin``.
+
+        signal
+            The name of the signal that was sent.
+
+        sender
+            The sender's name (see ``relay.naming.sender_name``), or ``None``.
+
+        sent_at
+            ``time.time()`` in the sending process at the time of the send.
+
+        kwargs
+            The keyword arguments of the send.
+    """
+
+    id: str
+    origin: str
+    seq: int
+    signal: str
+    sender: str | None
+    sent_at: float
+    kwargs: dict[str, Any]
+
+
+# -- encoding ----------------------------------------------------------------
+
+
+class _Unsupported(TypeError):
+    """Raised by the msgpack ``default`` hook for a value of an unsupported type."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        super().__init__(f"values of type {cls.__qualname__} are not supported by the wire format")
+        self.cls = cls
+
+
+_packers: list[Any] = []
+
+
+def _new_packer() -> Any:
+    return msgpack.Packer(default=_default, strict_types=True, use_bin_type=True, buf_size=1 << 13)
+
+
+def _pack(obj: object) -> bytes:
+    # Packers are not thread-safe and _default re-enters _pack, so each call
+    # takes a packer of its own from the pool (list.pop and append are atomic).
+    try:
+        packer = _packers.pop()
+    except IndexError:
+        packer = _new_packer()
+    data: bytes = packer.pack(obj)
+    # A packer keeps its grown buffer; let big ones go.
+    if len(data) <= _POOL_MAX_OUTPUT and len(_packers) < _POOL_SIZE:
+        _packers.append(packer)
+    return data
+
+
+def _default(obj: object) -> Any:
+    """The msgpack ``default`` hook: encode a value msgpack has no native type for."""
+    encode = _ENCODERS.get(type(obj))
+    if encode is None:
+        raise _Unsupported(type(obj))
+    return encode(obj)
+
+
+def _encode_tuple(obj: tuple[Any, ...]) -> Any:
+    return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
+
+
+def _encode_set(obj: set[Any]) -> Any:
+    return msgpack.ExtType(_EXT_SET, _pack(list(obj)))
+
+
+def _encode_frozenset(obj: frozenset[Any]) -> Any:
+    return msgpack.ExtType(_EXT_FROZENSET, _pack(list(obj)))
+
+
+def _encode_bigint(obj: int) -> Any:
+    # Called only for ints outside msgpack's 64-bit range.
+    size = (obj.bit_length() + 8) // 8
+    return msgpack.ExtType(_EXT_BIGINT, obj.to_bytes(size, "big", signed=True))
+
+
+def _zone(value: dt.datetime | dt.time) -> list[Any]:
+    """``[offset in microseconds, tzname]`` of an aware value, ``[]`` of a naive one."""
+    offset = value.utcoffset()
+    if offset is None:
+        return []
+    name = value.tzname()
+    return [offset // _MICROSECOND, None if name is None else str.__str__(name)]
+
+
+def _encode_datetime(obj: dt.datetime) -> Any:
+    fields = [obj.year, obj.month, obj.day, obj.hour, obj.minute, obj.second, obj.microsecond]
+    return msgpack.ExtType(_EXT_DATETIME, _pack([*fields, obj.fold, *_zone(obj)]))
+
+
+def _encode_date(obj: dt.date) -> Any:
+    return msgpack.ExtType(_EXT_DATE, _pack([obj.year, obj.month, obj.day]))
+
+
+def _encode_time(obj: dt.time) -> Any:
+    fields = [obj.hour, obj.minute, obj.second, obj.microsecond, obj.fold, *_zone(obj)]
+    return msgpack.ExtType(_EXT_TIME, _pack(fields))
+
+
+def _encode_timedelta(obj: dt.timedelta) -> Any:
+    return msgpack.ExtType(_EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
+
+
+def _encode_decimal(obj: decimal.Decimal) -> Any:
+    return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode("ascii"))
+
+
+def _encode_uuid(obj: uuid.UUID) -> Any:
+    return msgpack.ExtType(_EXT_UUID, obj.bytes)
+
+
+# Exact type -> function returning its msgpack.ExtType. register_type() adds to it.
+_ENCODERS: dict[type[Any], Callable[[Any], Any]] = {
+    tuple: _encode_tuple,
+    set: _encode_set,
+    frozenset: _encode_frozenset,
+    int: _encode_bigint,
+    dt.datetime: _encode_datetime,
+    dt.date: _encode_date,
+    dt.time: _encode_time,
+    dt.timedelta: _encode_timedelta,
+    decimal.Decimal: _encode_decimal,
+    uuid.UUID: _encode_uuid,
+}
+
+# Types register_type() refuses: the wire format has its own encoding for
+# them, or msgpack packs them itself without asking the default hook.
+_BUILTIN_TYPES: Final = frozenset(
+    {*_PLAIN, *_ENCODERS, list, dict, bytearray, msgpack.ExtType, msgpack.Timestamp}
+)
+
+
+def encode_kwargs(kwargs: Mapping[str, Any]) -> bytes:
+    """
+    Encode the keyword arguments of a send for ``encode_frame()``.
+
+    Arguments:
+
+        kwargs
+            The keyword arguments, by name. Names must be ``str``. Values may
+            be ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``,
+            ``list``, ``tuple``, ``dict``, ``set``, ``frozenset``,
+            ``datetime``, ``date``, ``time``, ``timedelta``, ``Decimal``,
+            ``UUID`` and types given to ``register_type()``, nested in any
+            way. Types must match exactly: subclasses (an ``IntEnum``, an
+            ``OrderedDict``) are refused unless registered themselves.
+
+    Raises ``TypeError`` naming the keyword argument and the type of the
+    offending value when a value cannot be encoded, and ``ValueError`` when a
+    value nests too deeply for msgpack (or contains itself).
+    """
+    if type(kwargs) is not dict:
+        kwargs = dict(kwargs)
+    for key in kwargs:
+        if type(key) is not str:
+            raise TypeError(f"keyword argument names must be str, not {type(key).__qualname__}")
+    try:
+        return _pack(kwargs)
+    except (_Unsupported, ValueError, RecursionError):
+        _explain_failure(kwargs)
+        raise
+
+
+def _explain_failure(kwargs: Mapping[str, Any]) -> None:
+    """Find the keyword argument that failed to encode and raise an error naming it."""
+    for key, value in kwargs.items():
+        try:
+            _pack(value)
+        except _Unsupported as exc:
+            raise TypeError(
+                f"cannot relay keyword argument {key!r}: values of type {exc.cls.__qualname__} "
+                "are not supported by the wire format; pass plain data or register the type "
+                "with relay.register_type()"
+            ) from None
+        except RecursionError:
+            raise ValueError(
+                f"cannot relay keyword argument {key!r}: it nests too deeply or contains itself"
+            ) from None
+        except ValueError as exc:
+            if "recursion limit" in str(exc):
+                raise ValueError(
+                    f"cannot relay keyword argument {key!r}: it nests too deeply or contains itself"
+                ) from None
+            raise ValueError(f"cannot relay keyword argument {key!r}: {exc}") from exc
+
+
+def _array_header(length: int) -> bytes:
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < (1 << 16):
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+def _bad_field(field: str, requirement: str, value: object, expected: type[Any]) -> Exception:
+    error = ValueError if type(value) is expected else TypeError
+    # The keyword arguments are payload: name their type, never their content.
+    shown = "" if field == "kwargs" else f" {value!r:.80}"
+    return error(
+        f"cannot encode message: {field!r} must be {requirement}, "
+        f"got {type(value).__qualname__}{shown}"
+    )
+
+
+def encode_frame(
+    messages: Sequence[tuple[bytes, str, int, str, str | None, float, bytes]],
+) -> bytes:
+    """
+    Encode messages into one frame, in order.
+
+    Arguments:
+
+        messages
+            ``(id, origin, seq, signal, sender, sent_at, kwargs)`` tuples: the
+            16-byte message id, the origin process id, the sequence number
+            (``0 <= seq < 2**64``), the signal name, the sender name or
+            ``None``, ``time.time()`` at the send, and the keyword arguments as
+            returned by ``encode_kwargs()``, which go in as they are.
+
+    Raises ``TypeError`` or ``ValueError`` for a malformed message, so that no
+    frame is published that other processes would reject.
+    """
+    frame = bytearray(_FRAME_HEAD)
+    frame += _array_header(len(messages))
+    for message in messages:
+        id_, origin, seq, signal, sender, sent_at, kwargs = message
+        if type(id_) is not bytes or len(id_) != _ID_SIZE:
+            raise _bad_field("id", "16 bytes", id_, bytes)
+        if type(origin) is not str or not origin:
+            raise _bad_field("origin", "a non-empty str", origin, str)
+        if type(seq) is not int or not 0 <= seq < _SEQ_LIMIT:
+            raise _bad_field("seq", "an int in [0, 2**64)", seq, int)
+        if type(signal) is not str or not signal:
+            raise _bad_field("signal", "a non-empty str", signal, str)
+        if sender is not None and type(sender) is not str:
+            raise _bad_field("sender", "a str or None", sender, str)
+        if type(sent_at) is not float or not math.isfinite(sent_at):
+            raise _bad_field("sent_at", "a finite float", sent_at, float)
+        if type(kwargs) is not bytes or not kwargs or kwargs[0] not in _MAP_HEADS:
+            raise _bad_field("kwargs", "bytes from encode_kwargs()", kwargs, bytes)
+        start = len(frame)
+        frame += _pack([id_, origin, seq, signal, sender, sent_at])
+        # The six fields packed as an array; widen its header to seven and
+        # append the kwargs map, already encoded, as the seventh.
+        frame[start] = _MESSAGE_HEAD
+        frame += kwargs
+    frame.append(_NIL)
+    return bytes(frame)
+
+
+# -- decoding ----------------------------------------------------------------
+
+
+def decode_frame(
+    data: bytes,
+    *,
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_depth: int = 32,
+    max_items: int = 100_000,
+) -> list[Message]:
+    """
+    Decode a frame into its messages, in order.
+
+    Arguments:
+
+        data
+            The frame, as received from the broker.
+
+        max_size
+            The most bytes a frame may take. Checked before decoding anything.
+
+        max_depth
+            How many containers (lists, tuples, dicts, sets, frozensets and
+            registered types) may nest one inside another in a keyword
+            argument's value. A value that is a list of lists nests two deep.
+
+        max_items
+            How many items the frame may hold in all: its messages, their
+            keyword arguments, and every item of every container in them
+            (a dict's key and value count as one).
+
+    Raises ``WireError`` for anything that is not a well-formed frame of this
+    wire version within these limits.
+    """
+    if len(data) > max_size:
+        raise WireError(f"too large: {len(data)} bytes, over the limit of {max_size}")
+    frame = _unpack(data, max_size, max_items)
+    if type(frame) is not list or not frame or type(frame[0]) is not int:
+        raise WireError("not a frame")
+    if frame[0] != WIRE_VERSION:
+        raise WireError(f"unknown wire version {frame[0]}")
+    if len(frame) != 3:
+        raise WireError(f"bad frame: {len(frame)} elements instead of 3")
+    messages, mac = frame[1], frame[2]
+    if mac is not None:
+        raise WireError("signed frame but no secret configured")
+    if type(messages) is not list:
+        raise WireError("bad frame: messages are not an array")
+    items = len(messages)
+    reader: _Reader | None = None
+    decoded: list[Message] = []
+    for fields in messages:
+        if type(fields) is not list or len(fields) != 7:
+            raise WireError("bad message: not an array of 7 fields")
+        id_, origin, seq, signal, sender, sent_at, kwargs = fields
+        if type(id_) is not bytes or len(id_) != _ID_SIZE:
+            raise WireError("bad field 'id'")
+        if type(origin) is not str or not origin:
+            raise WireError("bad field 'origin'")
+        if type(seq) is not int or seq < 0:
+            raise WireError("bad field 'seq'")
+        if type(signal) is not str or not signal:
+            raise WireError("bad field 'signal'")
+        if sender is not None and type(sender) is not str:
+            raise WireError("bad field 'sender'")
+        if type(sent_at) is not float or not math.isfinite(sent_at):
+            raise WireError("bad field 'sent_at'")
+        if type(kwargs) is not dict:
+            raise WireError("bad field 'kwargs'")
+        items += len(kwargs)
+        if items > max_items:
+            raise WireError(f"too many items: over the limit of {max_items}")
+        for key, value in kwargs.items():
+            if type(key) is not str:
+                raise WireError("bad field 'kwargs': a keyword argument name is not a string")
+            if type(value) not in _PLAIN:
+                if reader is None:
+                    reader = _Reader(max_size, max_depth, max_items)
+                reader.items = items
+                try:
+                    kwargs[key] = reader.value(value, 0)
+                except RecursionError:
+                    raise WireError("too deeply nested") from None
+                items = reader.items
+        decoded.append(_message(id_.hex(), origin, seq, signal, sender, sent_at, kwargs))
+    return decoded
+
+
+def _message_maker() -> Callable[[str, str, int, str, str | None, float, dict[str, Any]], Message]:
+    # A frozen dataclass's __init__ sets each field through object.__setattr__,
+    # which costs more than the rest of decoding a small message; the slots'
+    # own descriptors set them directly.
+    setters = [getattr(Message, name).__set__ for name in Message.__slots__]
+    set_id, set_origin, set_seq, set_signal, set_sender, set_sent_at, set_kwargs = setters
+    new = object.__new__
+
+    def make(
+        id_: str,
+        origin: str,
+        seq: int,
+        signal: str,
+        sender: str | None,
+        sent_at: float,
+        kwargs: dict[str, Any],
+    ) -> Message:
+        message = new(Message)
+        set_id(message, id_)
+        set_origin(message, origin)
+        set_seq(message, seq)
+        set_signal(message, signal)
+        set_sender(message, sender)
+        set_sent_at(message, sent_at)
+        set_kwargs(message, kwargs)
+        return message
+
+    return make
+
+
+_message: Final = _message_maker()
+
+
+def _unpack(data: bytes, max_size: int, max_items: int) -> Any:
+    # Extension types come back as msgpack.ExtType and are decoded later, by
+    # _Reader.value(): no code of ours runs inside unpackb, and nesting
+    # through extension types never stacks up unpackb calls.
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            max_str_len=max_size,
+            max_bin_len=max_size,
+            max_ext_len=max_size,
+            max_array_len=max_items,
+            max_map_len=max_items,
+        )
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _decode_error(exc) from None
+
+
+def _decode_error(exc: Exception) -> WireError:
+    """The ``WireError`` for an exception ``msgpack.unpackb()`` raised."""
+    if isinstance(exc, msgpack.ExtraData):
+        return WireError("trailing bytes after the data")
+    if isinstance(exc, msgpack.StackError):
+        return WireError("too deeply nested")
+    if isinstance(exc, UnicodeDecodeError):
+        return WireError("invalid UTF-8 in a string")
+    text = str(exc)
+    if isinstance(exc, TypeError):
+        return WireError("unhashable map key" if "unhashable" in text else "not msgpack")
+    if "incomplete input" in text:
+        return WireError("truncated")
+    if "max_array_len" in text or "max_map_len" in text:
+        return WireError("too many items")
+    if "max_" in text:
+        return WireError("too large")
+    if "code must be" in text or "timestamp" in text:
+        return WireError("unknown extension type")
+    return WireError("not msgpack")
+
+
+class _Reader:
+    """
+    Finishes decoding keyword-argument values that are not plain scalars:
+    checks nesting and item counts and decodes extension types.
+    """
+
+    __slots__ = ("items", "max_depth", "max_items", "max_size")
+
+    def __init__(self, max_size: int, max_depth: int, max_items: int) -> None:
+        self.max_size = max_size
+        self.max_depth = max_depth
+        self.max_items = max_items
+        self.items = 0
+
+    def count(self, items: int) -> None:
+        self.items += items
+        if self.items > self.max_items:
+            raise WireError(f"too many items: over the limit of {self.max_items}")
+
+    def enter(self, depth: int) -> None:
+        if depth >= self.max_depth:
+            raise WireError(f"too deeply nested: over the limit of {self.max_depth}")
+
+    def unpack(self, data: bytes) -> Any:
+        return _unpack(data, self.max_size, self.max_items)
+
+    def value(self, obj: Any, depth: int) -> Any:
+        """Check and finish decoding ``obj``, found inside ``depth`` containers."""
+        cls = type(obj)
+        if cls is list:
+            self.enter(depth)
+            return self.array(obj, depth)
+        if cls is dict:
+            self.enter(depth)
+            return self.mapping(obj, depth)
+        if cls is msgpack.ExtType:
+            return self.ext(obj.code, obj.data, depth)
+        if cls in _PLAIN:
+            return obj
+        # The one type left: msgpack.Timestamp, which unpackb makes of extension type -1.
+        raise WireError("unknown extension type -1")
+
+    def array(self, items: list[Any], depth: int) -> list[Any]:
+        self.count(len(items))
+        for index, item in enumerate(items):
+            if type(item) not in _PLAIN:
+                items[index] = self.value(item, depth + 1)
+        return items
+
+    def mapping(self, obj: dict[Any, Any], depth: int) -> dict[Any, Any]:
+        self.count(len(obj))
+        for key in obj:
+            if type(key) not in _PLAIN:
+                break
+        else:
+            for key, value in obj.items():
+                if type(value) not in _PLAIN:
+                    obj[key] = self.value(value, depth + 1)
+            return obj
+        # Some keys are still msgpack.ExtType: build the dict anew.
+        result: dict[Any, Any] = {}
+        for raw_key, raw_value in obj.items():
+            key = raw_key if type(raw_key) in _PLAIN else self.value(raw_key, depth + 1)
+            value = raw_value if type(raw_value) in _PLAIN else self.value(raw_value, depth + 1)
+            try:
+                result[key] = value
+            except Exception:
+                raise WireError("unhashable map key") from None
+        return result
+
+    def ext(self, code: int, data: bytes, depth: int) -> Any:
+        if code in _CONTAINER_CODES:
+            self.enter(depth)
+            items = self.unpack(data)
+            if type(items) is not list:
+                raise WireError(f"bad payload of extension type {code}")
+            self.array(items, depth)
+            if code == _EXT_TUPLE:
+                return tuple(items)
+            try:
+                return set(items) if code == _EXT_SET else frozenset(items)
+            except Exception:
+                raise WireError("unhashable set member") from None
+        if code == _EXT_REGISTERED:
+            return self.registered(data, depth)
+        decode = _DECODERS.get(code)
+        if decode is None:
+            raise WireError(f"unknown extension type {code}")
+        try:
+            return decode(self, data)
+        except WireError:
+            raise
+        except (ValueError, TypeError, ArithmeticError):
+            raise WireError(f"bad payload of extension type {code}") from None
+
+    def registered(self, data: bytes, depth: int) -> Any:
+        self.enter(depth)
+        payload = self.unpack(data)
+        if type(payload) is not list or len(payload) != 2 or type(payload[0]) is not str:
+            raise WireError(f"bad payload of extension type {_EXT_REGISTERED}")
+        name, value = payload
+        entry = _REGISTRY.get(name)
+        if entry is None:
+            raise WireError(f"unregistered type {name[:100]!r}")
+        value = self.value(value, depth + 1)
+        try:
+            return entry.decode(value)
+        except Exception as exc:
+            raise WireError(
+                f"registered type {name!r} failed to decode: {type(exc).__name__}"
+            ) from exc
+
+    def fields(self, data: bytes, counts: tuple[int, ...]) -> list[Any]:
+        """The int fields of a date, time or timedelta payload, plus its zone if any."""
+        fields = self.unpack(data)
+        if type(fields) is not list or len(fields) not in counts:
+            raise ValueError("wrong number of fields")
+        for field in fields[: counts[0]]:
+            if type(field) is not int:
+                raise TypeError("not an int")
+        return fields
+
+
+def _timezone(offset: Any, name: Any) -> dt.timezone:
+    if type(offset) is not int or (name is not None and type(name) is not str):
+        raise TypeError("bad zone")
+    delta = dt.timedelta(microseconds=offset)
+    if name is None:
+        return dt.timezone(delta)
+    if delta == _ZERO and name == "UTC":
+        return dt.UTC
+    return dt.timezone(delta, name)
+
+
+def _decode_datetime(reader: _Reader, data: bytes) -> dt.datetime:
+    fields = reader.fields(data, (8, 10))
+    year, month, day, hour, minute, second, microsecond, fold = fields[:8]
+    zone = _timezone(*fields[8:]) if len(fields) == 10 else None
+    return dt.datetime(year, month, day, hour, minute, second, microsecond, zone, fold=fold)
+
+
+def _decode_date(reader: _Reader, data: bytes) -> dt.date:
+    return dt.date(*reader.fields(data, (3,)))
+
+
+def _decode_time(reader: _Reader, data: bytes) -> dt.time:
+    fields = reader.fields(data, (5, 7))
+    hour, minute, second, microsecond, fold = fields[:5]
+    zone = _timezone(*fields[5:]) if len(fields) == 7 else None
+    return dt.time(hour, minute, second, microsecond, zone, fold=fold)
+
+
+def _decode_timedelta(reader: _Reader, data: bytes) -> dt.timedelta:
+    return dt.timedelta(*reader.fields(data, (3,)))
+
+
+def _decode_bigint(reader: _Reader, data: bytes) -> int:
+    return int.from_bytes(data, "big", signed=True)
+
+
+def _decode_decimal(reader: _Reader, data: bytes) -> decimal.Decimal:
+    # The context makes a malformed string raise rather than become NaN; the
+    # constructor never rounds, so every digit arrives.
+    return decimal.Decimal(data.decode("ascii"), _DECIMAL_CONTEXT)
+
+
+def _decode_uuid(reader: _Reader, data: bytes) -> uuid.UUID:
+    if len(data) != 16:
+        raise ValueError("a UUID takes 16 bytes")
+    return uuid.UUID(bytes=data)
+
+
+_DECODERS: Final[dict[int, Callable[[_Reader, bytes], Any]]] = {
+    _EXT_BIGINT: _decode_bigint,
+    _EXT_DATETIME: _decode_datetime,
+    _EXT_DATE: _decode_date,
+    _EXT_TIME: _decode_time,
+    _EXT_TIMEDELTA: _decode_timedelta,
+    _EXT_DECIMAL: _decode_decimal,
+    _EXT_UUID: _decode_uuid,
+}
+
+
+# -- registered types ----------------------------------------------------------
+
+
+class _Registered(NamedTuple):
+    cls: type[Any]
+    decode: Callable[[Any], Any]
+
+
+_REGISTRY: dict[str, _Registered] = {}
+_NAMES: dict[type[Any], str] = {}
+_registry_lock = threading.Lock()
+
+
+def register_type(
+    cls: type[T], name: str, encode: Callable[[T], Any], decode: Callable[[Any], T]
+) -> None:
+    """
+    Let values of a type of your own travel in keyword arguments.
+
+    Arguments:
+
+        cls
+            The type. Only values of exactly this type are encoded with
+            ``encode``; its subclasses need registering on their own.
+
+        name
+            The type's name on the wire, such as ``"shop.Money"``. Every
+            process that receives the type must register it under the same
+            name; a frame with a name the receiving process does not know is
+            rejected.
+
+        encode
+            A function taking a value of ``cls`` and returning data the wire
+            format can carry (plain data, or other supported and registered
+            types).
+
+        decode
+            A function taking that data, as decoded, and returning the value.
+            Frames come from other processes, so it should validate the data;
+            any exception it raises rejects the frame.
+
+    Registering a name again for the same class replaces the functions.
+    Raises ``ValueError`` if the name or the class is already registered with
+    another class or name, or if the wire format supports the class already.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"cls must be a type, not {type(cls).__qualname__}")
+    if type(name) is not str or not name:
+        raise TypeError("name must be a non-empty str")
+    if not callable(encode) or not callable(decode):
+        raise TypeError("encode and decode must be callable")
+    if cls in _BUILTIN_TYPES:
+        raise ValueError(f"the wire format already supports {cls.__qualname__}")
+    with _registry_lock:
+        entry = _REGISTRY.get(name)
+        if entry is not None and entry.cls is not cls:
+            raise ValueError(
+                f"type name {name!r} is already registered for "
+                f"{entry.cls.__module__}.{entry.cls.__qualname__}"
+            )
+        known = _NAMES.get(cls)
+        if known is not None and known != name:
+            raise ValueError(
+                f"{cls.__module__}.{cls.__qualname__} is already registered as {known!r}"
+            )
+
+        def encode_registered(obj: T) -> Any:
+            return msgpack.ExtType(_EXT_REGISTERED, _pack([name, encode(obj)]))
+
+        _NAMES[cls] = name
+        _REGISTRY[name] = _Registered(cls, decode)
+        _ENCODERS[cls] = encode_registered

@@ -1,0 +1,906 @@
+"""Tests for ``relay.wire``, the msgpack wire format."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import enum
+import math
+import re
+import threading
+import types
+import uuid
+import zoneinfo
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay import wire
+from relay.wire import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    WIRE_VERSION,
+    Message,
+    WireError,
+    decode_frame,
+    encode_frame,
+    encode_kwargs,
+    register_type,
+)
+
+ID = bytes(range(16))
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+def _decode_point(data: Any) -> Point:
+    x, y = data
+    if type(x) is not int or type(y) is not int:
+        raise TypeError("Point takes ints")
+    return Point(x, y)
+
+
+register_type(Point, "tests.Point", lambda p: [p.x, p.y], _decode_point)
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    content: Any
+
+
+register_type(Box, "tests.Box", lambda box: box.content, Box)
+
+
+class Order:
+    pass
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    pass
+
+
+class Money(float):
+    pass
+
+
+class Moment(dt.datetime):
+    pass
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Undo the test's register_type() calls afterwards."""
+    for name in ("_REGISTRY", "_NAMES", "_ENCODERS"):
+        monkeypatch.setattr(wire, name, dict(getattr(wire, name)))
+    yield
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def message(
+    kwargs: dict[str, Any],
+    *,
+    id_: bytes = ID,
+    origin: str = "host:1:abcd",
+    seq: int = 1,
+    signal: str = "shop.order_placed",
+    sender: str | None = "shop.models.Order",
+    sent_at: float = 1700000000.25,
+) -> tuple[bytes, str, int, str, str | None, float, bytes]:
+    return (id_, origin, seq, signal, sender, sent_at, encode_kwargs(kwargs))
+
+
+def frame_of(value: Any) -> bytes:
+    return encode_frame([message({"value": value})])
+
+
+def roundtrip(value: Any) -> Any:
+    (decoded,) = decode_frame(frame_of(value))
+    return decoded.kwargs["value"]
+
+
+def raw_frame(*messages: list[Any], version: Any = WIRE_VERSION, mac: Any = None) -> bytes:
+    """A frame packed by msgpack itself, to say things our encoder never would."""
+    return msgpack.packb([version, list(messages), mac], use_bin_type=True)
+
+
+def raw_message(kwargs: Any = None, **fields: Any) -> list[Any]:
+    values = {
+        "id": ID,
+        "origin": "o",
+        "seq": 1,
+        "signal": "s",
+        "sender": None,
+        "sent_at": 1.0,
+        "kwargs": {} if kwargs is None else kwargs,
+    }
+    values.update(fields)
+    return list(values.values())
+
+
+def ext(code: int, payload: Any) -> msgpack.ExtType:
+    data = payload if isinstance(payload, bytes) else msgpack.packb(payload, use_bin_type=True)
+    return msgpack.ExtType(code, data)
+
+
+def assert_same(expected: Any, actual: Any, path: str = "value") -> None:
+    """Assert that ``actual`` equals ``expected`` in value and in type, all the way down."""
+    assert type(actual) is type(expected), f"{path}: {type(actual)} is not {type(expected)}"
+    if isinstance(expected, float):
+        if math.isnan(expected):
+            assert math.isnan(actual), path
+        else:
+            assert actual == expected, path
+            assert math.copysign(1, actual) == math.copysign(1, expected), path
+    elif isinstance(expected, Decimal):
+        assert str(actual) == str(expected), path
+    elif isinstance(expected, dt.datetime | dt.time):
+        assert actual == expected, path
+        assert actual.fold == expected.fold, path
+        assert actual.utcoffset() == expected.utcoffset(), path
+        assert actual.tzname() == expected.tzname(), path
+        assert actual.replace(tzinfo=None) == expected.replace(tzinfo=None), path
+    elif isinstance(expected, list | tuple):
+        assert len(actual) == len(expected), path
+        for index, (a, b) in enumerate(zip(expected, actual, strict=True)):
+            assert_same(a, b, f"{path}[{index}]")
+    elif isinstance(expected, dict):
+        assert len(actual) == len(expected), path
+        for (key_a, value_a), (key_b, value_b) in zip(
+            expected.items(), actual.items(), strict=True
+        ):
+            assert_same(key_a, key_b, f"{path} key {key_a!r}")
+            assert_same(value_a, value_b, f"{path}[{key_a!r}]")
+    elif isinstance(expected, set | frozenset):
+        assert actual == expected, path
+        members = {member: member for member in actual}
+        for member in expected:
+            assert_same(member, members[member], f"{path} member {member!r}")
+    else:
+        assert actual == expected, path
+
+
+# -- round trips -----------------------------------------------------------------
+
+UTC = dt.UTC
+EST = dt.timezone(dt.timedelta(hours=-5), "EST")
+ODD = dt.timezone(dt.timedelta(hours=5, minutes=30, seconds=7, microseconds=11))
+
+VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    2**64,
+    -(2**63) - 1,
+    10**100,
+    -(10**100),
+    2**4000 + 1,
+    1.5,
+    -0.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    "",
+    "héllo \x00 ☃",
+    b"",
+    b"\x00\xff",
+    [],
+    [1, [2, [3]]],
+    (),
+    (1,),
+    (1, (2, (3, ())), [4, (5,)]),
+    {},
+    {"a": 1},
+    {1: "int key"},
+    {True: "bool key"},
+    {(1, 2): "tuple key", b"k": "bytes key", None: "none key", 1.5: "float key"},
+    {frozenset({1, 2}): "frozenset key", (1, (2, frozenset({3}))): "nested key"},
+    set(),
+    {1, "a", b"b", (1, 2), None},
+    frozenset(),
+    frozenset({1, frozenset({2})}),
+    dt.datetime(2024, 2, 29, 13, 14, 15, 123456),
+    dt.datetime(2024, 2, 29, 13, 14, 15, tzinfo=UTC),
+    dt.datetime(2024, 2, 29, 13, 14, 15, 1, tzinfo=EST),
+    dt.datetime(2024, 2, 29, 13, 14, 15, 1, tzinfo=ODD),
+    dt.datetime(2024, 10, 27, 2, 30, fold=1),
+    dt.datetime.min,
+    dt.datetime.max,
+    dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=23, minutes=59))),
+    dt.date(2024, 2, 29),
+    dt.date.min,
+    dt.date.max,
+    dt.time(),
+    dt.time(23, 59, 59, 999999),
+    dt.time(1, 2, 3, 4, tzinfo=EST),
+    dt.time(1, 2, fold=1),
+    dt.timedelta(),
+    dt.timedelta(days=-3, microseconds=7),
+    dt.timedelta.max,
+    dt.timedelta.min,
+    Decimal("1.10"),
+    Decimal("-0"),
+    Decimal("0E-1000"),
+    Decimal("3.14159265358979323846264338327950288419716939937510582097494459"),
+    Decimal("1E+999999"),
+    Decimal("NaN"),
+    Decimal("-NaN123"),
+    Decimal("sNaN"),
+    Decimal("Infinity"),
+    Decimal("-Infinity"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    uuid.UUID(int=0),
+    Point(1, -2),
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_value_round_trips_exactly(value: Any) -> None:
+    assert_same(value, roundtrip(value))
+
+
+def test_nested_combinations_round_trip() -> None:
+    value = {
+        "orders": [
+            {
+                "id": uuid.UUID(int=7),
+                "lines": ((1, Decimal("9.99")), (2, Decimal("0.01"))),
+                "tags": {"new", "gift"},
+                "at": dt.datetime(2024, 1, 1, tzinfo=UTC),
+                "points": frozenset({Point(1, 2), Point(3, 4)}),
+            }
+        ],
+        (dt.date(2024, 1, 1), Point(0, 0)): {dt.time(12): [dt.timedelta(hours=1), None]},
+        Point(5, 6): (2**70, [b"raw", {frozenset(): set()}]),
+    }
+    assert_same(value, roundtrip(value))
+
+
+def test_tuples_stay_tuples_and_lists_stay_lists() -> None:
+    result = roundtrip(([1, (2,)], (3, [4])))
+    assert type(result) is tuple
+    assert type(result[0]) is list
+    assert type(result[0][1]) is tuple
+    assert type(result[1]) is tuple
+    assert type(result[1][1]) is list
+
+
+def test_bool_and_int_keys_keep_their_type() -> None:
+    (key,) = roundtrip({True: "x"})
+    assert key is True
+    (key,) = roundtrip({1: "x"})
+    assert type(key) is int
+    (member,) = roundtrip({False})
+    assert member is False
+
+
+def test_aware_datetime_in_a_zoneinfo_zone_keeps_instant_offset_and_name() -> None:
+    try:
+        paris = zoneinfo.ZoneInfo("Europe/Paris")
+    except zoneinfo.ZoneInfoNotFoundError:
+        pytest.skip("no time zone data")
+    value = dt.datetime(2024, 7, 1, 12, 30, tzinfo=paris)
+    result = roundtrip(value)
+    assert result == value
+    assert result.utcoffset() == dt.timedelta(hours=2)
+    assert result.tzname() == "CEST"
+    assert type(result.tzinfo) is dt.timezone
+
+
+def test_utc_arrives_as_the_utc_singleton() -> None:
+    assert roundtrip(dt.datetime(2024, 1, 1, tzinfo=UTC)).tzinfo is UTC
+
+
+def test_tzinfo_without_an_offset_arrives_naive() -> None:
+    class Nowhere(dt.tzinfo):
+        def utcoffset(self, value: dt.datetime | None) -> None:
+            return None
+
+    value = dt.datetime(2024, 1, 1, tzinfo=Nowhere())
+    result = roundtrip(value)
+    assert result == value
+    assert result.tzinfo is None
+
+
+def test_several_kwargs_round_trip_in_order() -> None:
+    kwargs = {"a": 1, "b": "x", "c": 2.5, "d": None, "e": True, "f": (1, 2)}
+    (decoded,) = decode_frame(encode_frame([message(kwargs)]))
+    assert_same(kwargs, decoded.kwargs)
+    assert list(decoded.kwargs) == list(kwargs)
+
+
+def test_kwargs_may_be_any_mapping() -> None:
+    kwargs = types.MappingProxyType({"a": 1})
+    assert encode_kwargs(kwargs) == encode_kwargs({"a": 1})
+
+
+# Hashable values (set members, dict keys) that also compare equal to
+# themselves after a round trip: no NaN.
+_zones = (
+    st.none()
+    | st.sampled_from([UTC, EST, ODD])
+    | st.builds(
+        dt.timezone,
+        st.timedeltas(
+            min_value=dt.timedelta(hours=-23, minutes=-59),
+            max_value=dt.timedelta(hours=23, minutes=59),
+        ),
+    )
+)
+
+
+def _scalars(nan: bool) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=-(2**130), max_value=2**130),
+        st.floats(allow_nan=nan),
+        st.text(max_size=10),
+        st.binary(max_size=10),
+        st.datetimes(timezones=_zones),
+        st.dates(),
+        st.times(timezones=_zones),
+        st.timedeltas(),
+        st.decimals(allow_nan=nan, places=None),
+        st.uuids(),
+        st.builds(Point, st.integers(), st.integers()),
+    )
+
+
+_hashables = st.recursive(
+    _scalars(nan=False),
+    lambda inner: st.lists(inner, max_size=3).map(tuple) | st.frozensets(inner, max_size=3),
+    max_leaves=6,
+)
+
+VALUE_TREES = st.recursive(
+    _scalars(nan=True),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(inner, max_size=4).map(tuple),
+        st.dictionaries(_hashables, inner, max_size=4),
+        st.sets(_hashables, max_size=4),
+        st.frozensets(_hashables, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+@FAST
+@given(VALUE_TREES)
+def test_any_supported_value_round_trips_exactly(value: Any) -> None:
+    assert_same(value, roundtrip(value))
+
+
+# -- frames ----------------------------------------------------------------------
+
+
+def test_frame_layout() -> None:
+    frame = encode_frame([message({"a": (1,)})])
+    assert msgpack.unpackb(frame) == [
+        1,
+        [
+            [
+                ID,
+                "host:1:abcd",
+                1,
+                "shop.order_placed",
+                "shop.models.Order",
+                1700000000.25,
+                {"a": msgpack.ExtType(1, msgpack.packb([1]))},
+            ]
+        ],
+        None,
+    ]
+
+
+def test_several_messages_come_back_in_order_with_their_fields() -> None:
+    sent = [
+        message(
+            {"n": n, "t": (n,)},
+            id_=bytes([n]) * 16,
+            origin=f"o{n}",
+            seq=n,
+            signal=f"s{n}",
+            sender=None if n % 2 else f"x{n}",
+            sent_at=n + 0.5,
+        )
+        for n in range(20)
+    ]
+    decoded = decode_frame(encode_frame(sent))
+    assert decoded == [
+        Message(
+            id=(bytes([n]) * 16).hex(),
+            origin=f"o{n}",
+            seq=n,
+            signal=f"s{n}",
+            sender=None if n % 2 else f"x{n}",
+            sent_at=n + 0.5,
+            kwargs={"n": n, "t": (n,)},
+        )
+        for n in range(20)
+    ]
+
+
+def test_message_id_is_32_lowercase_hex_digits() -> None:
+    (decoded,) = decode_frame(encode_frame([message({}, id_=b"\xab" * 16)]))
+    assert decoded.id == "ab" * 16
+
+
+def test_frame_with_no_messages() -> None:
+    assert decode_frame(encode_frame([])) == []
+
+
+def test_message_is_frozen() -> None:
+    (decoded,) = decode_frame(encode_frame([message({})]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.seq = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 65535, 65536])
+def test_array_header(length: int) -> None:
+    assert msgpack.unpackb(wire._array_header(length) + b"\xc0" * length) == [None] * length
+
+
+def test_biggest_seq_round_trips() -> None:
+    (decoded,) = decode_frame(encode_frame([message({}, seq=2**64 - 1)]))
+    assert decoded.seq == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("id", b"short", ValueError),
+        ("id", "0" * 16, TypeError),
+        ("origin", "", ValueError),
+        ("origin", 1, TypeError),
+        ("seq", -1, ValueError),
+        ("seq", 2**64, ValueError),
+        ("seq", True, TypeError),
+        ("signal", "", ValueError),
+        ("signal", None, TypeError),
+        ("sender", b"x", TypeError),
+        ("sent_at", 1, TypeError),
+        ("sent_at", math.nan, ValueError),
+        ("kwargs", b"\x90", ValueError),
+        ("kwargs", b"", ValueError),
+        ("kwargs", {}, TypeError),
+    ],
+)
+def test_encode_frame_refuses_bad_messages(field: str, value: Any, error: type[Exception]) -> None:
+    fields = dict(
+        zip(
+            ["id", "origin", "seq", "signal", "sender", "sent_at", "kwargs"],
+            message({}),
+            strict=True,
+        )
+    )
+    fields[field] = value
+    with pytest.raises(error, match=f"'{field}'"):
+        encode_frame([tuple(fields.values())])  # type: ignore[list-item]
+
+
+# -- encoding errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [
+        (Order(), "Order"),
+        ([1, {"x": (Order(),)}], "Order"),
+        ({Order(): 1}, "Order"),
+        (Colour.RED, "Colour"),
+        (collections.OrderedDict(a=1), "OrderedDict"),
+        (collections.defaultdict(list), "defaultdict"),
+        (Name("x"), "Name"),
+        (Money(1.0), "Money"),
+        (Moment(2024, 1, 1), "Moment"),
+        (object(), "object"),
+        (complex(1, 2), "complex"),
+        (Order, "type"),
+    ],
+)
+def test_unsupported_value_names_the_kwarg_and_the_type(value: Any, type_name: str) -> None:
+    with pytest.raises(TypeError) as info:
+        encode_kwargs({"fine": 1, "order": value})
+    assert str(info.value) == (
+        f"cannot relay keyword argument 'order': values of type {type_name} are not supported "
+        "by the wire format; pass plain data or register the type with relay.register_type()"
+    )
+
+
+@pytest.mark.parametrize("key", [1, None, ("a",), b"a", Name("a")])
+def test_non_str_kwarg_name_is_refused(key: Any) -> None:
+    with pytest.raises(TypeError, match="keyword argument names must be str"):
+        encode_kwargs({key: 1})
+
+
+def test_self_referential_value_is_refused() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="keyword argument 'loop'"):
+        encode_kwargs({"loop": loop})
+
+
+def test_encoding_works_from_many_threads_at_once() -> None:
+    values = [{"n": n, "t": (n, (n,)), "d": {frozenset({n}): [Decimal(n)]}} for n in range(50)]
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(10):
+                for value in values:
+                    assert_same(value, roundtrip(value))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+# -- decoding errors ----------------------------------------------------------------
+
+
+def good_frame() -> bytes:
+    return encode_frame([message({"a": (1, 2), "b": "x"})])
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "truncated"),
+        (b"\xc1", "not msgpack"),
+        (b"\x93\x01", "truncated"),
+        (good_frame()[:-3], "truncated"),
+        (good_frame() + b"\x00", "trailing bytes"),
+        (msgpack.packb({"a": 1}), "not a frame"),
+        (msgpack.packb([]), "not a frame"),
+        (msgpack.packb(["1", [], None]), "not a frame"),
+        (msgpack.packb(7), "not a frame"),
+        (raw_frame(version=7), "unknown wire version 7"),
+        (raw_frame(version=2**64 - 1), f"unknown wire version {2**64 - 1}"),
+        (msgpack.packb([1, []]), "bad frame: 2 elements instead of 3"),
+        (msgpack.packb([1, [], None, None]), "bad frame: 4 elements instead of 3"),
+        (msgpack.packb([1, {}, None]), "messages are not an array"),
+        (raw_frame(mac=b"\x00" * 32), "signed frame but no secret configured"),
+        (raw_frame(raw_message()[:6]), "not an array of 7 fields"),
+        (raw_frame([*raw_message(), None]), "not an array of 7 fields"),
+        (raw_frame({"a": 1}), "not an array of 7 fields"),
+        (b"\x93\x01\x91\x97\xa2\xff\xfe", "invalid UTF-8"),
+        (raw_frame(raw_message({1: 2})), "keyword argument name is not a string"),
+        (raw_frame(raw_message({b"a": 2})), "keyword argument name is not a string"),
+    ],
+)
+def test_malformed_frame_is_refused(data: bytes, reason: str) -> None:
+    with pytest.raises(WireError, match=reason):
+        decode_frame(data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id", b"\x00" * 15),
+        ("id", "0" * 32),
+        ("origin", ""),
+        ("origin", b"o"),
+        ("seq", -1),
+        ("seq", 1.0),
+        ("seq", True),
+        ("seq", ext(4, b"\x01" * 9)),
+        ("signal", ""),
+        ("signal", None),
+        ("sender", 1),
+        ("sent_at", 1),
+        ("sent_at", math.inf),
+        ("sent_at", math.nan),
+        ("kwargs", []),
+        ("kwargs", "x"),
+    ],
+)
+def test_bad_field_is_refused(field: str, value: Any) -> None:
+    with pytest.raises(WireError, match=f"bad field '{field}'"):
+        decode_frame(raw_frame(raw_message(**{field: value})))
+
+
+def test_oversized_frame_is_refused_before_decoding() -> None:
+    data = frame_of("x" * 100)
+    assert decode_frame(data, max_size=len(data))
+    with pytest.raises(WireError, match="too large"):
+        decode_frame(data, max_size=len(data) - 1)
+    with pytest.raises(WireError, match="too large"):
+        decode_frame(b"\xc1" * (DEFAULT_MAX_MESSAGE_SIZE + 1))
+
+
+def nest(kind: str, depth: int) -> Any:
+    mixed = ["list", "tuple", "dict", "box"]
+    value: Any = 0
+    for level in range(depth):
+        step = mixed[level % len(mixed)] if kind == "mixed" else kind
+        if step == "list":
+            value = [value]
+        elif step == "dict":
+            value = {"k": value}
+        elif step == "tuple":
+            value = (value,)
+        elif step == "frozenset":
+            value = frozenset({value})
+        elif step == "set":
+            value = {value} if level == depth - 1 else frozenset({value})
+        elif step == "key":
+            value = {value: None} if level == depth - 1 else (value,)
+        else:
+            value = Box(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    "kind", ["list", "dict", "tuple", "frozenset", "set", "key", "box", "mixed"]
+)
+def test_nesting_is_limited(kind: str) -> None:
+    assert_same(nest(kind, 32), roundtrip(nest(kind, 32)))
+    with pytest.raises(WireError, match="too deeply nested"):
+        decode_frame(frame_of(nest(kind, 33)))
+    with pytest.raises(WireError, match="too deeply nested"):
+        decode_frame(frame_of(nest(kind, 5)), max_depth=4)
+    assert decode_frame(frame_of(nest(kind, 4)), max_depth=4)
+
+
+def test_registered_types_count_as_a_level_and_so_does_their_data() -> None:
+    data = frame_of([Point(1, 2)])
+    assert decode_frame(data, max_depth=3)
+    with pytest.raises(WireError, match="too deeply nested"):
+        decode_frame(data, max_depth=2)
+
+
+def test_deep_nesting_beyond_msgpack_stack_is_refused() -> None:
+    with pytest.raises(WireError, match="too deeply nested"):
+        decode_frame(b"\x93\x01\x91\x97" + b"\x91" * 5000 + b"\xc0", max_depth=10**6)
+
+
+def test_item_count_is_limited() -> None:
+    data = encode_frame([message({"a": list(range(10)), "b": [{"c": (1, 2)}]})] * 3)
+    # Per message: 2 kwargs + 10 + 1 + 1 + 2 items, and 3 messages in all.
+    assert decode_frame(data, max_items=3 + 3 * 16)
+    with pytest.raises(WireError, match="too many items"):
+        decode_frame(data, max_items=3 + 3 * 16 - 1)
+
+
+def test_one_huge_container_is_refused_while_decoding() -> None:
+    with pytest.raises(WireError, match="too many items"):
+        decode_frame(frame_of([None] * 101), max_items=100)
+    with pytest.raises(WireError, match="too many items"):
+        decode_frame(raw_frame(raw_message({f"k{n}": n for n in range(101)})), max_items=100)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (ext(99, b""), "unknown extension type 99"),
+        (ext(0, b""), "unknown extension type 0"),
+        (msgpack.Timestamp(1, 0), "unknown extension type -1"),
+        (b"\xd6\xfe\x00\x00\x00\x00", "unknown extension type"),
+        (b"\xd4\xff\x00", "unknown extension type"),
+        (ext(2, [[1]]), "unhashable set member"),
+        (ext(3, [{"a": 1}]), "unhashable set member"),
+        (ext(3, [ext(11, ["tests.Point", [1, 2]]), [1]]), "unhashable set member"),
+        ({(1,): 2}, "unhashable map key"),
+        ({ext(1, [[1]]): 2}, "unhashable map key"),
+        (ext(11, ["tests.Nobody", 1]), "unregistered type 'tests.Nobody'"),
+        (ext(11, ["tests.Point", "not a point"]), "registered type 'tests.Point' failed"),
+        (ext(11, ["tests.Point"]), "bad payload of extension type 11"),
+        (ext(11, [1, 2]), "bad payload of extension type 11"),
+        (ext(1, {"a": 1}), "bad payload of extension type 1"),
+        (ext(1, b"\xc1"), "not msgpack"),
+        (ext(1, b"\x92\x01"), "truncated"),
+        (ext(5, [2024, 13, 1, 0, 0, 0, 0, 0]), "bad payload of extension type 5"),
+        (ext(5, [2024, 1, 1, 0, 0, 0, 0]), "bad payload of extension type 5"),
+        (ext(5, [2024, 1, 1, 0, 0, 0, 0, 2]), "bad payload of extension type 5"),
+        (ext(5, [2024, 1, 1, 0, 0, 0, 0, 0, 86400 * 10**6, None]), "extension type 5"),
+        (ext(5, [2024, 1, 1, 0, 0, 0, 0, 0, 0, 1]), "bad payload of extension type 5"),
+        (ext(5, [2024, 1, 1, 0, 0, 0, 0.5, 0]), "bad payload of extension type 5"),
+        (ext(5, [True, 1, 1, 0, 0, 0, 0, 0]), "bad payload of extension type 5"),
+        (ext(5, "2024-01-01"), "bad payload of extension type 5"),
+        (ext(6, [2024, 2, 30]), "bad payload of extension type 6"),
+        (ext(7, [24, 0, 0, 0, 0]), "bad payload of extension type 7"),
+        (ext(7, [1, 0, 0, 0, 0, 2**63, "x"]), "bad payload of extension type 7"),
+        (ext(8, [10**9, 0, 0]), "bad payload of extension type 8"),
+        (ext(8, [2**63, 0, 0]), "bad payload of extension type 8"),
+        (ext(9, b"one"), "bad payload of extension type 9"),
+        (ext(9, b"\xff"), "bad payload of extension type 9"),
+        (ext(9, b"1e999999999999999999999"), "bad payload of extension type 9"),
+        (ext(10, b"\x00" * 15), "bad payload of extension type 10"),
+    ],
+    ids=repr,
+)
+def test_bad_value_is_refused(value: Any, reason: str) -> None:
+    if isinstance(value, bytes):
+        data = raw_frame(raw_message({"x": 0})).replace(b"\xa1x\x00", b"\xa1x" + value)
+    else:
+        data = raw_frame(raw_message({"x": [value]}))
+    with pytest.raises(WireError, match=reason):
+        decode_frame(data)
+
+
+def test_bigint_payload_of_any_size_decodes() -> None:
+    (decoded,) = decode_frame(raw_frame(raw_message({"x": ext(4, b"\x00\x01")})))
+    assert decoded.kwargs == {"x": 1}
+
+
+def _fuzz_values() -> st.SearchStrategy[Any]:
+    """msgpack data shaped like our extension payloads, right or wrong."""
+    leaves = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**64 - 1),
+        st.floats(),
+        st.text(max_size=5),
+        st.binary(max_size=20),
+    )
+
+    def extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        packed = (st.lists(inner, max_size=12) | inner).map(
+            lambda v: msgpack.packb(v, use_bin_type=True)
+        )
+        return st.one_of(
+            st.lists(inner, max_size=4),
+            st.dictionaries(leaves, inner, max_size=3),
+            st.builds(msgpack.ExtType, st.integers(0, 14), packed | st.binary(max_size=20)),
+            st.builds(lambda v: msgpack.ExtType(11, msgpack.packb(["tests.Point", v])), inner),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_fuzz_values())
+def test_structured_garbage_only_raises_wire_error(value: Any) -> None:
+    data = raw_frame(raw_message({"x": value}))
+    with contextlib.suppress(WireError):
+        decode_frame(data, max_depth=6, max_items=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_only_raise_wire_error(data: bytes) -> None:
+    with contextlib.suppress(WireError):
+        decode_frame(data, max_size=200, max_depth=4, max_items=50)
+
+
+@FAST
+@given(VALUE_TREES, st.data())
+def test_mutated_frames_only_raise_wire_error(value: Any, data: st.DataObject) -> None:
+    frame = bytearray(frame_of(value))
+    edits = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["set", "insert", "delete", "truncate"]),
+                st.integers(min_value=0, max_value=len(frame) - 1),
+                st.integers(min_value=0, max_value=255),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    for edit, position, byte in edits:
+        position %= max(len(frame), 1)
+        if edit == "set" and frame:
+            frame[position] = byte
+        elif edit == "insert":
+            frame.insert(position, byte)
+        elif edit == "delete" and frame:
+            del frame[position]
+        else:
+            del frame[position:]
+    with contextlib.suppress(WireError):
+        decode_frame(bytes(frame), max_depth=8, max_items=1000)
+
+
+# -- registered types ----------------------------------------------------------------
+
+
+def test_registered_type_round_trips_as_value_key_and_member() -> None:
+    value = {Point(1, 2): [Point(3, 4)], "s": {Point(5, 6)}, "t": (Point(-(2**70), 0),)}
+    assert_same(value, roundtrip(value))
+
+
+def test_registered_type_may_be_nested_in_another(registry: None) -> None:
+    @dataclasses.dataclass
+    class Segment:
+        start: Point
+        end: Point
+
+    register_type(Segment, "tests.Segment", lambda s: (s.start, s.end), lambda d: Segment(*d))
+    value = [Segment(Point(0, 0), Point(1, 1))]
+    assert roundtrip(value) == value
+
+
+def test_register_type_refuses_a_name_taken_by_another_class(registry: None) -> None:
+    class Other:
+        pass
+
+    with pytest.raises(ValueError, match=r"'tests\.Point' is already registered for .*Point"):
+        register_type(Other, "tests.Point", lambda o: None, lambda d: Other())
+
+
+def test_register_type_refuses_a_second_name_for_a_class(registry: None) -> None:
+    with pytest.raises(ValueError, match=re.escape("already registered as 'tests.Point'")):
+        register_type(Point, "tests.Point2", lambda p: [p.x, p.y], _decode_point)
+
+
+def test_registering_the_same_pair_again_replaces_the_functions(registry: None) -> None:
+    register_type(Point, "tests.Point", lambda p: [p.y, p.x], _decode_point)
+    assert roundtrip(Point(1, 2)) == Point(2, 1)
+
+
+@pytest.mark.parametrize("cls", [int, tuple, dict, dt.datetime, Decimal, bytearray, type(None)])
+def test_register_type_refuses_types_the_wire_supports(registry: None, cls: type) -> None:
+    with pytest.raises(ValueError, match="already supports"):
+        register_type(cls, "tests.builtin", lambda o: None, lambda d: d)
+
+
+def test_register_type_checks_its_arguments(registry: None) -> None:
+    with pytest.raises(TypeError):
+        register_type(Point(1, 2), "x", lambda o: None, lambda d: d)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        register_type(Order, "", lambda o: None, lambda d: d)
+    with pytest.raises(TypeError):
+        register_type(Order, "x", None, lambda d: d)  # type: ignore[arg-type]
+
+
+def test_registered_type_lets_a_subclass_of_builtin_through(registry: None) -> None:
+    register_type(Colour, "tests.Colour", lambda c: c.value, Colour)
+    assert roundtrip([Colour.RED]) == [Colour.RED]
+
+
+def test_subclass_of_registered_type_is_refused() -> None:
+    class Point3(Point):
+        pass
+
+    with pytest.raises(TypeError, match=r"type \S*Point3 are not supported"):
+        encode_kwargs({"p": Point3(1, 2)})
+
+
+def test_registered_encode_returning_unsupported_data_names_the_kwarg(registry: None) -> None:
+    register_type(Order, "tests.Order", lambda o: [object()], lambda d: Order())
+    with pytest.raises(TypeError, match="keyword argument 'order': values of type object"):
+        encode_kwargs({"order": Order()})
+
+
+def test_registered_encode_may_encode_kwargs_itself(registry: None) -> None:
+    register_type(Order, "tests.Order", lambda o: encode_kwargs({"t": (1, 2)}), lambda d: d)
+    assert roundtrip(Order()) == encode_kwargs({"t": (1, 2)})
+
+
+def test_name_unknown_to_the_receiving_process_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = frame_of([Point(1, 2)])
+    monkeypatch.delitem(wire._REGISTRY, "tests.Point")
+    with pytest.raises(WireError, match=re.escape("unregistered type 'tests.Point'")):
+        decode_frame(data)
