@@ -1,0 +1,202 @@
+"""The Redis pub/sub transport, on top of redis-py."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import redis
+import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from relay.transport.base import Subscription, Transport, TransportError
+
+_CONNECTION_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+
+_CONFIRM_TIMEOUT = 10.0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except _CONNECTION_ERRORS as exc:
+        raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _describe(client: redis.Redis) -> str:
+    kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"redis unix:{kwargs['path']} db={kwargs.get('db', 0)}"
+    scheme = (
+        "rediss" if client.connection_pool.connection_class.__name__.startswith("SSL") else "redis"
+    )
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    return f"{scheme}://{host}:{port}/{db}"
+
+
+class RedisSubscription(Subscription):
+    """A redis-py ``PubSub`` used by one listener thread."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        self._channels: set[str] = set()
+        self._early: list[dict[str, Any]] = []
+        self.last_activity = time.monotonic()
+
+    def subscribe(self, channels: Collection[str]) -> None:
+        new = [c for c in channels if c not in self._channels]
+        if not new:
+            return
+        # Wanted from now on, even if this attempt fails: reconnect() retries it.
+        self._channels.update(new)
+        self._subscribe(new)
+
+    def _subscribe(self, channels: Collection[str]) -> None:
+        with _translated():
+            self._pubsub.subscribe(*channels)
+            self._await_confirmations(set(channels))
+
+    def _await_confirmations(self, waiting: set[str]) -> None:
+        # Once the server has confirmed, every later PUBLISH reaches us:
+        # reading the confirmations here makes subscribe() a barrier.
+        deadline = time.monotonic() + _CONFIRM_TIMEOUT
+        while waiting:
+            remaining = deadline - time.monotonic()
+            message = self._pubsub.get_message(timeout=max(remaining, 0.0))
+            if message is None:
+                if remaining <= 0:
+                    raise TransportError(
+                        f"Redis did not confirm SUBSCRIBE within {_CONFIRM_TIMEOUT:g} s"
+                    )
+                continue
+            if message["type"] == "subscribe":
+                waiting.discard(_text(message["channel"]))
+            elif message["type"] in ("message", "pmessage"):
+                self._early.append(message)
+
+    def unsubscribe(self, channels: Collection[str]) -> None:
+        gone = [c for c in channels if c in self._channels]
+        if not gone:
+            return
+        self._channels.difference_update(gone)
+        with _translated():
+            self._pubsub.unsubscribe(*gone)
+
+    def get(self, timeout: float) -> tuple[str, bytes] | None:
+        if self._early:
+            message: dict[str, Any] | None = self._early.pop(0)
+        else:
+            with _translated():
+                message = self._pubsub.get_message(timeout=timeout)
+        if message is None:
+            return None
+        self.last_activity = time.monotonic()
+        if message["type"] in ("message", "pmessage"):
+            return _text(message["channel"]), message["data"]
+        return None
+
+    def ping(self) -> None:
+        with _translated():
+            self._pubsub.ping()
+
+    def reconnect(self) -> None:
+        self.close()
+        self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        self._early.clear()
+        if self._channels:
+            self._subscribe(sorted(self._channels))
+        self.last_activity = time.monotonic()
+
+    def close(self) -> None:
+        with suppress(*_CONNECTION_ERRORS):
+            self._pubsub.reset()
+
+
+class RedisTransport(Transport):
+    """
+    Publish and subscribe through Redis.
+
+    Arguments:
+
+        url
+            A redis-py URL: ``redis://[[user]:password@]host[:port][/db]``,
+            ``rediss://`` for TLS, ``unix:///path/to/socket``. Query-string
+            options (``?socket_timeout=5``) are passed on to redis-py. Unless
+            ``retry=`` is given, redis-py retries a failed command once, at
+            once; the bridge does the backing off.
+
+        client
+            An existing ``redis.Redis`` to use instead of ``url``. Its
+            ``decode_responses`` must be False: payloads are binary.
+
+        options
+            Extra keyword arguments for ``redis.Redis.from_url``.
+    """
+
+    def __init__(
+        self, url: str | None = None, *, client: redis.Redis | None = None, **options: Any
+    ) -> None:
+        if (url is None) == (client is None):
+            raise TypeError("pass either a Redis URL or client=redis.Redis(...), not both")
+        if client is None:
+            assert url is not None
+            # relay reconnects with its own backoff; one quick retry covers a
+            # pooled connection that went stale while Redis restarted.
+            options.setdefault("retry", Retry(NoBackoff(), 1))
+            try:
+                client = redis.Redis.from_url(url, **options)
+            except ValueError as exc:
+                raise ValueError(f"invalid Redis URL {url!r}: {exc}") from exc
+        elif client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                "the Redis client decodes responses (decode_responses=True); relay "
+                "payloads are binary, so pass a client made with decode_responses=False"
+            )
+        self.client = client
+        self.description = _describe(client)
+        self._pid = os.getpid()
+
+    def publish(self, channel: str, data: bytes) -> int:
+        with _translated():
+            return int(self.client.publish(channel, data))
+
+    def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        if len(items) == 1:
+            self.publish(*items[0])
+            return
+        with _translated():
+            pipe = self.client.pipeline(transaction=False)
+            for channel, data in items:
+                pipe.publish(channel, data)
+            pipe.execute()
+
+    def subscription(self) -> RedisSubscription:
+        return RedisSubscription(self.client)
+
+    def check(self) -> None:
+        with _translated():
+            self.client.ping()
+
+    def after_fork(self) -> None:
+        # redis-py's pool notices the new pid on its own; resetting it here
+        # makes sure no socket of the parent's is ever written to.
+        self.client.connection_pool.reset()
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        self.client.close()
