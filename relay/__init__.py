@@ -1,0 +1,18 @@
+"""relay: Django-compatible signals that also fire in every other process."""
+
+from relay.bridge import Relay, current_message
+from relay.signals import Signal, receiver
+from relay.transport.base import TransportError
+from relay.wire import Message, WireError, register_type
+
+__all__ = [
+    "Message",
+    "Relay",
+    "Signal",
+    "TransportError",
+    "WireError",
+    "current_message",
+    "receiver",
+    "register_type",
+]
+__version__ = "0.1.0"

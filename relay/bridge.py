@@ -1,0 +1,965 @@
+"""
+The relay bridge: sends on registered signals reach every other process.
+
+A ``Relay`` attaches an outbox to each registered ``Signal``. A send encodes its
+keyword arguments, fires the local receivers as usual, and hands the message
+to a background publisher. A listener thread receives the messages of other
+processes and fires the same signals' receivers there, robustly.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import signal as os_signal
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any, Final, Literal
+
+from redis.backoff import EqualJitterBackoff
+
+from relay import origin, wire
+from relay._async import run_coroutine_sync
+from relay.naming import sender_name
+from relay.signals import Signal
+from relay.transport.base import Subscription, Transport, TransportError
+
+__all__ = ["Relay", "current_message"]
+
+logger = logging.getLogger("relay.bridge")
+
+REGISTER_SCOPES: Final = ("all", "local")
+STAT_NAMES: Final = (
+    "published",
+    "publish_errors",
+    "dropped",
+    "received",
+    "fired",
+    "duplicates",
+    "rejected",
+    "receiver_errors",
+)
+_CHANNEL_PREFIX: Final = "relay"
+_POLL_SECONDS: Final = 0.2
+_MAX_BATCH: Final = 1000
+_REMOTE_CACHE_LIMIT: Final = 1024
+_CHANGE_WAIT: Final = 5.0
+# Envelope bytes a message adds to its encoded keyword arguments, besides text.
+_ENVELOPE: Final = 64
+
+_current_message: contextvars.ContextVar[wire.Message | None] = contextvars.ContextVar(
+    "relay_current_message", default=None
+)
+
+
+def current_message() -> wire.Message | None:
+    """
+    The message being handled, inside a receiver fired for a remote send.
+
+    It has ``id``, ``origin``, ``signal``, ``sender`` (the sender's name) and
+    ``sent_at`` (Unix time). During a local send, returns None.
+    """
+    return _current_message.get()
+
+
+# Every bridge of this process that is not closed, to keep names unambiguous.
+_open_bridges: weakref.WeakSet[Relay] = weakref.WeakSet()
+_open_bridges_lock = threading.Lock()
+
+
+def channel_for(namespace: str, name: str) -> str:
+    """The pub/sub channel of signal ``name`` on ``namespace``."""
+    return f"{_CHANNEL_PREFIX}:{namespace}:{name}"
+
+
+def _check_namespace(namespace: object) -> str:
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError(f"namespace must be a non-empty string, not {namespace!r}")
+    if ":" in namespace or any(c.isspace() for c in namespace):
+        raise ValueError(
+            f"namespace {namespace!r} may not contain ':' or whitespace; "
+            "use something like 'shop' or 'shop-staging'"
+        )
+    return namespace
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise ValueError(
+            f"signal name must be a non-empty string without whitespace, not {name!r}; "
+            "use a dotted name such as 'shop.order_placed'"
+        )
+    return name
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(STAT_NAMES, 0)
+
+    def add(self, name: str, count: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += count
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class _RateLimitedLog:
+    """Log a warning per reason at most once every ``interval`` seconds, counting the rest."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def warning(self, reason: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._last.get(reason, (-self.interval, 0))
+            if now - last < self.interval:
+                self._last[reason] = (last, suppressed + 1)
+                return
+            self._last[reason] = (now, 0)
+        if suppressed:
+            message += f" ({suppressed} more like this since the last report)"
+        logger.warning(message, *args)
+
+
+_Item = tuple[str, bytes, str, int, str, str | None, float, bytes]
+# (channel, id, origin, seq, signal name, sender name, sent_at, kwargs bytes)
+
+
+class _Outbox:
+    """What a bridge attaches to one registered signal (see ``Signal._attach``)."""
+
+    def __init__(self, bridge: Relay, name: str) -> None:
+        self.bridge = bridge
+        self.namespace = bridge.namespace
+        self.name = name
+        self.channel = channel_for(bridge.namespace, name)
+        self._seq = iter(range(1, 1 << 63))
+        self._origin = origin.origin_id()
+
+    def renew_origin(self) -> None:
+        self._seq = iter(range(1, 1 << 63))
+        self._origin = origin.origin_id()
+
+    def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> Callable[[], None]:
+        kwargs = wire.encode_kwargs(named)
+        sender_label = sender_name(sender)
+        size = _message_size(self._origin, self.name, sender_label, kwargs)
+        limit = self.bridge.max_message_size
+        if size > limit:
+            raise ValueError(
+                f"signal {self.name!r}: the message would take {size} bytes, over the "
+                f"{limit}-byte limit; send less data (an id to look up, say) or raise "
+                "Relay(max_message_size=...) in every process"
+            )
+        item: _Item = (
+            self.channel,
+            origin.new_message_id(),
+            self._origin,
+            next(self._seq),
+            self.name,
+            sender_label,
+            time.time(),
+            kwargs,
+        )
+        return lambda: self.bridge._hand_off(item)
+
+
+class _Publisher:
+    """A background thread that publishes queued messages in order, in batches."""
+
+    def __init__(self, bridge: Relay) -> None:
+        self.bridge = bridge
+        self._items: deque[_Item] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._queued = 0  # messages ever queued
+        self._done = 0  # messages ever published or dropped
+        self._stopping = False
+        self._connected = True
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._cond:
+            self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"relay-publisher[{self.bridge.namespace}]", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, item: _Item) -> None:
+        bridge = self.bridge
+        with self._cond:
+            if len(self._items) >= bridge.max_queue:
+                if self._connected and bridge.queue_wait > 0:
+                    self._cond.wait_for(
+                        lambda: len(self._items) < bridge.max_queue, bridge.queue_wait
+                    )
+                if len(self._items) >= bridge.max_queue:
+                    self._items.popleft()
+                    self._done += 1
+                    bridge._stats.add("dropped")
+                    bridge._log.warning(
+                        "queue-full",
+                        "relay publish queue is full (%d messages, Redis %s); dropped the "
+                        "oldest message. Raise Relay(max_queue=...) or check the broker.",
+                        bridge.max_queue,
+                        "unreachable" if not self._connected else "too slow",
+                    )
+            self._items.append(item)
+            self._queued += 1
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None) -> bool:
+        with self._cond:
+            target = self._queued
+            if self._thread is None:
+                return self._done >= target
+            return self._cond.wait_for(lambda: self._done >= target, timeout)
+
+    def stop(self, timeout: float | None) -> bool:
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._cond:
+            left = len(self._items)
+            if left:
+                self._items.clear()
+                self._done += left
+                self.bridge._stats.add("dropped", left)
+                logger.error("relay stopped with %d messages still unpublished; dropped them", left)
+        return flushed
+
+    def discard_all(self) -> None:
+        """Forget everything queued (a forked child must not publish its parent's sends)."""
+        self._items.clear()
+        self._queued = self._done = 0
+        self._thread = None
+        self._cond = threading.Condition(threading.Lock())
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._items and not self._stopping:
+                        self._cond.wait()
+                    if self._stopping:
+                        return
+                    count = min(len(self._items), _MAX_BATCH)
+                    batch = [self._items.popleft() for _ in range(count)]
+                    self._cond.notify_all()
+                self._publish(batch)
+        except BaseException:
+            logger.critical("relay publisher thread crashed", exc_info=True)
+            raise
+
+    def _publish(self, batch: list[_Item]) -> None:
+        bridge = self.bridge
+        frames = _frames(batch, bridge.max_message_size)
+        failures = 0
+        while True:
+            try:
+                bridge.transport.publish_many(frames)
+            except TransportError as exc:
+                bridge._stats.add("publish_errors")
+                self._connected = False
+                delay = bridge.backoff.compute(failures)
+                failures += 1
+                bridge._log.warning(
+                    "publish-error",
+                    "relay could not publish %d messages (%s); retrying in %.2f s",
+                    len(batch),
+                    exc,
+                    delay,
+                )
+                with self._cond:
+                    if self._cond.wait_for(lambda: self._stopping, delay):
+                        self._done += len(batch)
+                        bridge._stats.add("dropped", len(batch))
+                        logger.error(
+                            "relay stopped while Redis was unreachable; dropped %d unpublished "
+                            "messages",
+                            len(batch),
+                        )
+                        self._cond.notify_all()
+                        return
+                continue
+            except Exception:
+                bridge._stats.add("publish_errors")
+                bridge._stats.add("dropped", len(batch))
+                logger.exception("relay could not publish %d messages; dropped them", len(batch))
+                break
+            else:
+                bridge._stats.add("published", len(batch))
+                if not self._connected:
+                    logger.info("relay publisher reconnected to %s", bridge.transport.description)
+                self._connected = True
+                break
+        with self._cond:
+            self._done += len(batch)
+            self._cond.notify_all()
+
+
+def _message_size(origin_id: str, name: str, sender: str | None, kwargs: bytes) -> int:
+    """Bytes one message takes on the wire, at most (text counted as UTF-8 worst case)."""
+    text = (origin_id, name, sender or "")
+    size = len(kwargs) + _ENVELOPE + 4 * sum(map(len, text))
+    if size <= (1 << 16):
+        return size
+    return len(kwargs) + _ENVELOPE + sum(len(t.encode()) for t in text)
+
+
+def _frames(batch: list[_Item], limit: int) -> list[tuple[str, bytes]]:
+    """Pack consecutive messages of one channel into as few frames as the size limit allows."""
+    frames: list[tuple[str, bytes]] = []
+    run: list[tuple[bytes, str, int, str, str | None, float, bytes]] = []
+    run_channel = ""
+    run_size = 0
+    for channel, message_id, origin_id, seq, name, sender, sent_at, kwargs in batch:
+        size = _message_size(origin_id, name, sender, kwargs)
+        if run and (channel != run_channel or run_size + size > limit):
+            frames.append((run_channel, wire.encode_frame(run)))
+            run, run_size = [], 0
+        run_channel = channel
+        run.append((message_id, origin_id, seq, name, sender, sent_at, kwargs))
+        run_size += size
+    if run:
+        frames.append((run_channel, wire.encode_frame(run)))
+    return frames
+
+
+class Relay:
+    """
+    A bridge that relays sends on registered signals to every other process
+    on the same namespace, through Redis pub/sub.
+
+    Use it as a context manager, or call ``start()`` and ``stop()``::
+
+        order_placed = Signal(name="shop.order_placed")
+        bridge = Relay("redis://127.0.0.1:6379/0", namespace="shop")
+        bridge.register(order_placed)
+        bridge.start()
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str,
+        client: Any = None,
+        transport: Transport | None = None,
+        publish: Literal["async", "sync"] = "async",
+        max_queue: int = 10_000,
+        queue_wait: float = 0.1,
+        max_message_size: int = wire.DEFAULT_MAX_MESSAGE_SIZE,
+        backoff: Any = None,
+        **redis_options: Any,
+    ) -> None:
+        """
+        Create a bridge; it does nothing until ``start()`` (or ``run()``).
+
+        Arguments:
+
+            url
+                The Redis URL, such as ``redis://127.0.0.1:6379/0``,
+                ``rediss://user:secret@host:6380/0`` or ``unix:///run/redis.sock``.
+
+            namespace
+                Which processes hear each other: every channel name carries it
+                (Redis pub/sub ignores database numbers). No ``:`` or spaces.
+
+            client
+                An existing ``redis.Redis`` client, instead of ``url``.
+
+            transport
+                An object implementing ``relay.transport.Transport``, instead
+                of ``url`` or ``client``.
+
+            publish
+                ``"async"`` (the default): ``send`` queues the message and a
+                background thread publishes it, so a send never waits on the
+                network. ``"sync"``: ``send`` publishes before it returns and
+                raises ``relay.transport.TransportError`` if Redis fails.
+
+            max_queue
+                How many messages may wait to be published. When the queue is
+                full, ``send`` waits up to ``queue_wait`` seconds for room (only
+                while Redis is reachable), then drops the oldest message, logs
+                it and counts it in ``stats()["dropped"]``.
+
+            queue_wait
+                See ``max_queue``. 0 never waits.
+
+            max_message_size
+                The largest encoded message, in bytes (1 MiB by default). A
+                larger send raises ValueError before any receiver runs.
+
+            backoff
+                How long to wait between reconnection attempts: any object with
+                redis-py's ``compute(failures) -> seconds`` (``redis.backoff``).
+                Default: ``EqualJitterBackoff(cap=5.0, base=0.05)``.
+
+            redis_options
+                Passed on to ``redis.Redis.from_url``.
+        """
+        self.namespace = _check_namespace(namespace)
+        if publish not in ("async", "sync"):
+            raise ValueError(f"publish must be 'async' or 'sync', not {publish!r}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, not {max_queue}")
+        if max_message_size < 1024:
+            raise ValueError(
+                f"max_message_size must be at least 1024 bytes, not {max_message_size}"
+            )
+        if transport is None:
+            from relay.transport.redis import RedisTransport
+
+            if url is None and client is None:
+                raise TypeError("Relay needs a Redis URL, client=redis.Redis(...) or transport=")
+            transport = (
+                RedisTransport(client=client)
+                if client is not None and url is None
+                else RedisTransport(url, client=client, **redis_options)
+            )
+        elif url is not None or client is not None:
+            raise TypeError("pass only one of url, client= and transport=")
+        self.transport = transport
+        self.publish_mode = publish
+        self.max_queue = max_queue
+        self.queue_wait = queue_wait
+        self.max_message_size = max_message_size
+        self.backoff = backoff or EqualJitterBackoff(cap=5.0, base=0.05)
+
+        self._signals: dict[str, Signal] = {}
+        self._outboxes: dict[str, _Outbox] = {}
+        self._channels: dict[str, str] = {}  # channel -> signal name
+        self._stats = _Stats()
+        self._log = _RateLimitedLog()
+        self._publisher = _Publisher(self)
+        self._lock = threading.RLock()
+        self._running = False
+        self._closed = False
+        self._listener: threading.Thread | None = None
+        self._subscription: Subscription | None = None
+        self._stop_event = threading.Event()
+        self._changes: deque[tuple[str, str, threading.Event]] = deque()
+        self._remove_fork_hook = origin.after_fork(self._after_fork)
+        with _open_bridges_lock:
+            _open_bridges.add(self)
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return (
+            f"<Relay namespace={self.namespace!r} {self.transport.description} {state} "
+            f"signals={len(self._signals)}>"
+        )
+
+    # -- registration -------------------------------------------------------
+
+    def register(
+        self, signal: Signal, name: str | None = None, *, scope: Literal["all", "local"] = "all"
+    ) -> Signal:
+        """
+        Relay ``signal`` through this bridge.
+
+        Arguments:
+
+            signal
+                The ``Signal`` to relay.
+
+            name
+                Its name across processes. Defaults to ``signal.name``; needed
+                for a signal created without one (one from another library,
+                say). Every process must use the same name for the same signal.
+
+            scope
+                The default scope of the signal's receivers connected with
+                ``scope=None``: ``"all"`` (fire for sends from every process)
+                or ``"local"`` (only for sends made in their own process).
+
+        Returns the signal. Registering the same signal under the same name
+        again does nothing.
+        """
+        if not isinstance(signal, Signal):
+            raise TypeError(f"register() takes a relay Signal, not {type(signal).__name__}")
+        if scope not in REGISTER_SCOPES:
+            raise ValueError(f"scope must be 'all' or 'local', not {scope!r}")
+        if name is None:
+            if signal.name is None:
+                raise ValueError(
+                    f"{signal!r} has no name; create it with Signal(name='app.signal') or "
+                    "register it with Relay.register(signal, name='app.signal')"
+                )
+            name = signal.name
+        elif signal.name is not None and signal.name != name:
+            raise ValueError(
+                f"signal {signal.name!r} cannot be registered as {name!r}: it already has a "
+                "name; register it under that name"
+            )
+        name = _check_name(name)
+        with self._lock:
+            self._check_open()
+            if self._signals.get(name) is signal:
+                return signal
+            for other_name, other in self._signals.items():
+                if other is signal:
+                    raise ValueError(
+                        f"this signal is already registered as {other_name!r}; a signal has "
+                        "one name"
+                    )
+            with _open_bridges_lock:
+                others = [b for b in _open_bridges if b.namespace == self.namespace]
+            for bridge in others:
+                existing = bridge._signals.get(name)
+                if existing is not None and existing is not signal:
+                    raise ValueError(
+                        f"signal {name!r} is already registered to a different Signal object "
+                        f"on namespace {self.namespace!r}; register each name once"
+                    )
+            if signal.default_scope != scope and signal._outboxes:
+                raise ValueError(
+                    f"signal {name!r} is already registered with scope="
+                    f"{signal.default_scope!r}; register it with one default scope"
+                )
+            signal.default_scope = scope
+            outbox = _Outbox(self, name)
+            self._signals[name] = signal
+            self._outboxes[name] = outbox
+            self._channels[outbox.channel] = name
+            signal._attach(outbox)
+            if self._running:
+                self._request("subscribe", outbox.channel)
+        return signal
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> Relay:
+        """
+        Start the publisher and the listener threads.
+
+        Returns once the listener is subscribed to every registered signal, so
+        every send made anywhere afterwards reaches this process. Calling it on
+        a running bridge does nothing. Raises ``TransportError`` if Redis
+        cannot be reached.
+        """
+        with self._lock:
+            if self._running:
+                return self
+            self._check_open()
+            subscription = self._open_subscription()
+            self._stop_event.clear()
+            self._running = True
+            for name, outbox in self._outboxes.items():
+                self._signals[name]._attach(outbox)
+            if self.publish_mode == "async":
+                self._publisher.start()
+            self._listener = threading.Thread(
+                target=self._listen,
+                args=(subscription,),
+                name=f"relay-listener[{self.namespace}]",
+                daemon=True,
+            )
+            self._listener.start()
+        logger.info(
+            "relay bridge started: namespace %r on %s, %d signals",
+            self.namespace,
+            self.transport.description,
+            len(self._signals),
+        )
+        return self
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this bridge is closed; create a new Relay")
+
+    def _open_subscription(self) -> Subscription:
+        subscription = self.transport.subscription()
+        try:
+            subscription.subscribe(list(self._channels))
+        except BaseException:
+            subscription.close()
+            raise
+        self._subscription = subscription
+        return subscription
+
+    def stop(self, timeout: float | None = 10.0) -> bool:
+        """
+        Publish what is queued, unsubscribe and join the threads.
+
+        Arguments:
+
+            timeout
+                How long to wait for queued messages to be published. What is
+                still unpublished then is dropped (and counted).
+
+        Returns True if everything queued was published. Safe to call twice.
+        """
+        with self._lock:
+            if not self._running:
+                return True
+            self._running = False
+            for name, outbox in self._outboxes.items():
+                self._signals[name]._detach(outbox)
+        flushed = True
+        if self.publish_mode == "async":
+            flushed = self._publisher.stop(timeout)
+        self._stop_event.set()
+        listener = self._listener
+        if listener is not None and listener is not threading.current_thread():
+            listener.join()
+        self._listener = None
+        logger.info("relay bridge stopped: namespace %r", self.namespace)
+        return flushed
+
+    def close(self) -> None:
+        """
+        Stop the bridge, detach it from its signals and close its Redis
+        connections. A closed bridge cannot be started again.
+        """
+        self.stop()
+        with self._lock:
+            for name, outbox in self._outboxes.items():
+                self._signals[name]._detach(outbox)
+            self._closed = True
+        with _open_bridges_lock:
+            _open_bridges.discard(self)
+        self.transport.close()
+        self._remove_fork_hook()
+
+    def __enter__(self) -> Relay:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def run(self, install_signal_handlers: bool = True) -> None:
+        """
+        Listen in the calling thread until ``stop()`` is called, or until
+        SIGINT or SIGTERM arrives (worker processes). Receivers of remote
+        sends then run in this thread.
+
+        Arguments:
+
+            install_signal_handlers
+                Whether to handle SIGINT and SIGTERM by stopping (only possible
+                in the main thread). The previous handlers are restored after.
+        """
+        with self._lock:
+            if self._running:
+                raise RuntimeError(
+                    "this bridge is already running; call run() or start(), not both"
+                )
+            self._check_open()
+            subscription = self._open_subscription()
+            self._stop_event.clear()
+            self._running = True
+            for name, outbox in self._outboxes.items():
+                self._signals[name]._attach(outbox)
+            if self.publish_mode == "async":
+                self._publisher.start()
+            self._listener = threading.current_thread()
+        previous: dict[int, Any] = {}
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+
+            def handle(signum: int, frame: FrameType | None) -> None:
+                logger.info("relay bridge got signal %d; stopping", signum)
+                self._stop_event.set()
+
+            for stop_on in (os_signal.SIGINT, os_signal.SIGTERM):
+                previous[stop_on] = os_signal.signal(stop_on, handle)
+        logger.info(
+            "relay bridge running: namespace %r on %s, %d signals",
+            self.namespace,
+            self.transport.description,
+            len(self._signals),
+        )
+        try:
+            self._listen(subscription)
+        finally:
+            for signum, handler in previous.items():
+                os_signal.signal(signum, handler)
+            self.stop()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """
+        Wait until every message sent so far is published (or dropped).
+
+        Arguments:
+
+            timeout
+                The longest wait in seconds; None waits as long as it takes.
+
+        Returns True if all was published in time.
+        """
+        if self.publish_mode == "sync":
+            return True
+        return self._publisher.flush(timeout)
+
+    def stats(self) -> dict[str, int]:
+        """
+        Counters since the bridge was created:
+
+        ``published`` messages handed to Redis; ``publish_errors`` failed
+        publish attempts; ``dropped`` messages never published (queue full,
+        stopped while Redis was away); ``received`` messages from other
+        processes; ``fired`` receiver calls for them; ``duplicates`` messages
+        received again and ignored; ``rejected`` frames that did not decode or
+        were malformed; ``receiver_errors`` exceptions raised by receivers
+        fired for remote sends.
+        """
+        return self._stats.snapshot()
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._running
+
+    # -- publishing ---------------------------------------------------------
+
+    def _hand_off(self, item: _Item) -> None:
+        if self.publish_mode == "async":
+            self._publisher.put(item)
+            return
+        try:
+            self.transport.publish(item[0], wire.encode_frame([item[1:]]))
+        except TransportError:
+            self._stats.add("publish_errors")
+            self._stats.add("dropped")
+            raise
+        self._stats.add("published")
+
+    # -- listening ----------------------------------------------------------
+
+    def _request(self, action: str, channel: str) -> None:
+        """Have the listener thread (un)subscribe, and wait until it has."""
+        if threading.current_thread() is self._listener and self._subscription is not None:
+            getattr(self._subscription, action)([channel])
+            return
+        done = threading.Event()
+        self._changes.append((action, channel, done))
+        deadline = time.monotonic() + _CHANGE_WAIT
+        while not done.wait(0.05):
+            if not self._running:
+                return
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "relay listener has not confirmed %s %s yet (Redis unreachable?); "
+                    "it will once it is connected",
+                    action,
+                    channel,
+                )
+                return
+
+    def _apply_changes(self, subscription: Subscription) -> None:
+        while self._changes:
+            action, channel, done = self._changes.popleft()
+            try:
+                getattr(subscription, action)([channel])
+            finally:
+                done.set()
+
+    def _listen(self, subscription: Subscription) -> None:
+        try:
+            failures = 0
+            while not self._stop_event.is_set():
+                try:
+                    if self._changes:
+                        self._apply_changes(subscription)
+                    received = subscription.get(_POLL_SECONDS)
+                except TransportError as exc:
+                    failures = self._reconnect(subscription, exc, failures)
+                    continue
+                failures = 0
+                if received is not None:
+                    self._handle(*received)
+        except BaseException:
+            logger.critical(
+                "relay listener crashed; this process no longer receives signals", exc_info=True
+            )
+            raise
+        finally:
+            subscription.close()
+
+    def _reconnect(self, subscription: Subscription, exc: Exception, failures: int) -> int:
+        if failures == 0:
+            logger.warning("relay listener lost Redis (%s); reconnecting", exc)
+        while not self._stop_event.is_set():
+            delay = self.backoff.compute(failures)
+            failures += 1
+            if self._stop_event.wait(delay):
+                break
+            try:
+                subscription.reconnect()
+            except TransportError as again:
+                self._log.warning(
+                    "reconnect", "relay listener still cannot reach Redis (%s)", again
+                )
+                continue
+            logger.info("relay listener reconnected to %s", self.transport.description)
+            return 0
+        return failures
+
+    def _handle(self, channel: str, data: bytes) -> None:
+        name = self._channels.get(channel)
+        if name is None:
+            return
+        try:
+            messages = wire.decode_frame(data, max_size=self.max_message_size)
+        except wire.WireError as exc:
+            self._reject(channel, str(exc))
+            return
+        me = origin.origin_id()
+        for message in messages:
+            if message.signal != name:
+                self._reject(channel, f"message for signal {message.signal!r} on this channel")
+                continue
+            if message.origin == me:
+                continue
+            self._stats.add("received")
+            if not origin.seen.add(message.id):
+                self._stats.add("duplicates")
+                continue
+            self._fire(self._signals[name], message)
+
+    def _reject(self, channel: str, reason: str) -> None:
+        self._stats.add("rejected")
+        self._log.warning(f"reject:{reason}", "relay rejected a message on %s: %s", channel, reason)
+
+    def _fire(self, signal: Signal, message: wire.Message) -> None:
+        sync, asynchronous = _remote_calls(signal, message.sender)
+        if not sync and not asynchronous:
+            return
+        token = _current_message.set(message)
+        fired = errors = 0
+        try:
+            for ref, weak, sender in sync:
+                receiver = ref() if weak else ref
+                if receiver is None:
+                    continue
+                fired += 1
+                try:
+                    receiver(signal=signal, sender=sender, **message.kwargs)
+                except Exception as err:
+                    errors += 1
+                    self._log_receiver_error(receiver, message, err)
+            if asynchronous:
+                fired_async, errors_async = self._fire_async(signal, message, asynchronous)
+                fired += fired_async
+                errors += errors_async
+        finally:
+            _current_message.reset(token)
+            self._stats.add("fired", fired)
+            if errors:
+                self._stats.add("receiver_errors", errors)
+
+    def _fire_async(
+        self, signal: Signal, message: wire.Message, calls: Iterable[tuple[Any, bool, object]]
+    ) -> tuple[int, int]:
+        errors = 0
+
+        def call(receiver: Callable[..., Any], sender: object) -> Callable[[], Any]:
+            async def run() -> None:
+                nonlocal errors
+                try:
+                    await receiver(signal=signal, sender=sender, **message.kwargs)
+                except Exception as err:
+                    errors += 1
+                    self._log_receiver_error(receiver, message, err)
+
+            return run
+
+        coroutines = []
+        for ref, weak, sender in calls:
+            receiver = ref() if weak else ref
+            if receiver is not None:
+                coroutines.append(call(receiver, sender))
+        run_coroutine_sync(coroutines, "send")
+        return len(coroutines), errors
+
+    def _log_receiver_error(self, receiver: object, message: wire.Message, err: Exception) -> None:
+        name = getattr(receiver, "__qualname__", None) or repr(receiver)
+        logger.error(
+            "Error calling %s for signal %r from %s (%s)",
+            name,
+            message.signal,
+            message.origin,
+            err,
+            exc_info=err,
+        )
+
+    def _after_fork(self) -> None:
+        # In a forked child: none of the parent's threads exist here, its
+        # sockets must not be used, and its queued sends are the parent's.
+        self._running = False
+        self._listener = None
+        self._subscription = None
+        self._changes.clear()
+        self._stop_event = threading.Event()
+        self._lock = threading.RLock()
+        self._stats = _Stats()
+        self._publisher.discard_all()
+        for outbox in self._outboxes.values():
+            outbox.renew_origin()
+        self.transport.after_fork()
+
+
+_RemoteCall = tuple[Any, bool, object]  # (receiver or weak reference, is weak, sender to pass)
+
+
+def _remote_calls(
+    signal: Signal, name: str | None
+) -> tuple[tuple[_RemoteCall, ...], tuple[_RemoteCall, ...]]:
+    """
+    The receivers of ``signal`` that a remote send from sender ``name`` fires.
+
+    Receivers connected for any sender always fire; one connected for a
+    sender fires when the sender's name equals ``name``. Receivers whose scope
+    is ``"local"`` never fire. A receiver registered for two senders that
+    share the name fires once. Cached until the signal's receivers change.
+    """
+    snapshot = signal._current()
+    cached = snapshot.cache.get(("remote", name))
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    default_scope = signal.default_scope
+    local_sender: object = name
+    for entry in snapshot.entries:
+        candidate = entry.sender_ref() if entry.sender_ref is not None else None
+        if candidate is not None and sender_name(candidate) == name:
+            local_sender = candidate
+            break
+    sync: list[_RemoteCall] = []
+    asynchronous: list[_RemoteCall] = []
+    seen: set[tuple[object, bool]] = set()
+    for entry in snapshot.entries:
+        if (entry.scope or default_scope) == "local":
+            continue
+        if entry.sender_ref is None:
+            sender: object = local_sender
+        else:
+            sender = entry.sender_ref()
+            if sender is None or sender_name(sender) != name:
+                continue
+        dedup = (entry.key[0], entry.sender_ref is None)
+        if dedup in seen:
+            continue
+        seen.add(dedup)
+        call = (entry.receiver, entry.weak, sender)
+        (asynchronous if entry.is_async else sync).append(call)
+    result = (tuple(sync), tuple(asynchronous))
+    if len(snapshot.cache) >= _REMOTE_CACHE_LIMIT:
+        snapshot.cache.clear()
+    snapshot.cache[("remote", name)] = result
+    return result

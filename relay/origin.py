@@ -1,0 +1,104 @@
+"""
+Who this process is on the wire: its origin id, message ids and the ids it has seen.
+
+An origin names one process lifetime. A forked child is a new origin: it gets
+its own id, its own id counter and an empty memory of seen messages, so it
+never passes for its parent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+__all__ = ["SeenIds", "after_fork", "new_message_id", "origin_id"]
+
+_origin = ""
+_id_prefix = b""
+_counter = itertools.count()
+_fork_hooks: list[Callable[[], None]] = []
+
+
+def _reset() -> None:
+    global _origin, _id_prefix, _counter
+    token = secrets.token_bytes(8)
+    _origin = f"{socket.gethostname()}:{os.getpid()}:{token[:4].hex()}"
+    _id_prefix = token
+    _counter = itertools.count(1)
+
+
+def _after_fork_in_child() -> None:
+    _reset()
+    for hook in list(_fork_hooks):
+        hook()
+
+
+_reset()
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def origin_id() -> str:
+    """This process's origin id: ``host:pid:random``, new in every process."""
+    return _origin
+
+
+def new_message_id() -> bytes:
+    """A 16-byte id unique to this message: a random per-process prefix and a counter."""
+    return _id_prefix + next(_counter).to_bytes(8, "big")
+
+
+def after_fork(hook: Callable[[], None]) -> Callable[[], None]:
+    """
+    Call ``hook`` in a forked child, after the origin has been renewed.
+
+    Returns a function that removes the hook again.
+    """
+    _fork_hooks.append(hook)
+
+    def remove() -> None:
+        if hook in _fork_hooks:
+            _fork_hooks.remove(hook)
+
+    return remove
+
+
+class SeenIds:
+    """
+    A bounded, thread-safe memory of message ids, oldest forgotten first.
+
+    Arguments:
+
+        capacity
+            How many ids to remember. A duplicate older than this many later
+            messages is no longer recognised.
+    """
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, message_id: str) -> bool:
+        """Remember ``message_id``; return False if it was already there."""
+        with self._lock:
+            if message_id in self._ids:
+                return False
+            self._ids[message_id] = None
+            if len(self._ids) > self.capacity:
+                self._ids.popitem(last=False)
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids.clear()
+
+
+#: Every bridge of this process shares it, so that two bridges on one namespace
+#: never fire one message twice.
+seen = SeenIds()
+after_fork(seen.clear)

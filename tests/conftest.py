@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from relay.testing import RedisServer, RedisServerUnavailable
+
+
+def _redis_required() -> bool:
+    return os.environ.get("RELAY_REQUIRE_REDIS") == "1"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """
+    A private redis-server for the whole test session (never the shared one).
+
+    CI starts one and names it in RELAY_TEST_REDIS_URL; otherwise the session
+    starts its own on a free port. Tests that stop or restart Redis use
+    ``private_redis`` instead.
+    """
+    external = os.environ.get("RELAY_TEST_REDIS_URL")
+    if external:
+        yield ExternalRedis(external)
+        return
+    try:
+        server = RedisServer().start()
+    except RedisServerUnavailable as exc:
+        if _redis_required():
+            pytest.fail(f"RELAY_REQUIRE_REDIS=1 but no Redis server could be started: {exc}")
+        pytest.skip(f"no redis-server: {exc}")
+    try:
+        yield server
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if not redis_server.ping():
+        pytest.fail(f"the test Redis server at {redis_server.url} does not answer")
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may stop and restart."""
+    try:
+        server = RedisServer().start()
+    except RedisServerUnavailable as exc:
+        if _redis_required():
+            pytest.fail(f"RELAY_REQUIRE_REDIS=1 but no Redis server could be started: {exc}")
+        pytest.skip(f"no redis-server: {exc}")
+    with server:
+        yield server
+
+
+class ExternalRedis(RedisServer):
+    """A server started outside the test session (by CI); it is never stopped here."""
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self._url = url
+        self._process = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        return self
+
+    def stop(self) -> None:
+        raise RuntimeError("the CI Redis server is shared by the whole run; use private_redis")
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test (or user of the server) shares."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def _close_bridges() -> Iterator[None]:
+    """Close every bridge a test left open, so names never leak between tests."""
+    yield
+    from relay.bridge import _open_bridges
+
+    for bridge in list(_open_bridges):
+        bridge.close()

@@ -1,0 +1,230 @@
+"""
+The bridge across real processes and a real Redis: fan-out to several
+workers, sender-name filtering, dispatch_uid dedup, no echo in the origin,
+scope="local", bad payloads injected straight into Redis, and Redis going away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from relay import Relay, Signal, current_message
+from relay.bridge import channel_for
+from relay.origin import origin_id
+from relay.testing import RedisServer
+
+pytestmark = pytest.mark.redis
+
+PROCS = Path(__file__).parent / "procs"
+sys.path.insert(0, str(PROCS))
+
+from shopmodels import Invoice, Order  # noqa: E402
+
+DEADLINE = 60.0
+WORKER_TIMEOUT = 20.0
+
+
+class Worker:
+    def __init__(self, url: str, namespace: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(PROCS / "worker.py"), url, namespace],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "WORKER_TIMEOUT": str(WORKER_TIMEOUT)},
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("READY "):
+            self.process.kill()
+            raise AssertionError(f"worker did not start: {line!r} {self.process.stderr.read()}")
+        self.origin = line.split()[1]
+
+    def result(self) -> dict[str, Any]:
+        out, err = self.process.communicate(timeout=DEADLINE)
+        assert self.process.returncode == 0, err
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        assert result["heard_stop"], f"the worker never heard test.stop:\n{err}"
+        return result
+
+
+def stop_workers(url: str, namespace: str, workers: list[Worker]) -> list[dict[str, Any]]:
+    """Send test.stop until every worker has exited (a resubscribing worker may miss one)."""
+    stop = Signal(name="test.stop")
+    with Relay(url, namespace=namespace, publish="sync") as bridge:
+        bridge.register(stop)
+        deadline = time.monotonic() + WORKER_TIMEOUT + 5
+        while any(w.process.poll() is None for w in workers):
+            if time.monotonic() > deadline:
+                for w in workers:
+                    w.process.kill()
+                logs = "\n".join(w.process.communicate()[1] for w in workers)
+                raise AssertionError(f"workers did not hear test.stop:\n{logs}")
+            stop.send(None)
+            time.sleep(0.1)
+    return [w.result() for w in workers]
+
+
+@pytest.fixture
+def workers(redis_url: str, namespace: str) -> Iterator[list[Worker]]:
+    started = [Worker(redis_url, namespace) for _ in range(3)]
+    yield started
+    for w in started:
+        if w.process.poll() is None:
+            w.process.kill()
+            w.process.wait()
+
+
+def test_fan_out_filtering_dedup_and_no_echo(
+    redis_url: str, namespace: str, workers: list[Worker]
+) -> None:
+    order_placed = Signal(name="shop.order_placed")
+    local_calls: list[tuple[Any, int, bool]] = []
+
+    def here(sender: Any, n: int, **kwargs: Any) -> None:
+        local_calls.append((sender, n, current_message() is not None))
+
+    order_placed.connect(here)
+    senders = [Order, "shopmodels.Order", Invoice, None, Order()]
+    with Relay(redis_url, namespace=namespace) as bridge:
+        bridge.register(order_placed)
+        for n in range(50):
+            order_placed.send(senders[n % len(senders)], n=n, payload={"tags": ("a", "b")})
+        assert bridge.flush(timeout=DEADLINE)
+        stats = bridge.stats()
+    results = stop_workers(redis_url, namespace, workers)
+
+    # The origin fired its own receiver once per send, never for its own echo.
+    assert [(n, remote) for _, n, remote in local_calls] == [(n, False) for n in range(50)]
+    assert stats["published"] == 50 and stats["dropped"] == 0
+
+    # Each worker runs two bridges on the namespace, whose listener threads
+    # share the messages between them: each fires once, in any order.
+    everything = list(range(50))
+    # Sent from Order, "shopmodels.Order" and an Order instance (named by its type).
+    order_named = [n for n in everything if n % 5 in (0, 1, 4)]
+
+    def numbers(records: list[dict[str, Any]]) -> list[int]:
+        return sorted(r["n"] for r in records)
+
+    for worker in results:
+        got = worker["got"]
+        assert numbers(got["any"]) == everything
+        assert numbers(got["async_any"]) == everything
+        assert numbers(got["failing"]) == everything
+        assert all(r["remote"] for r in got["any"])
+        assert {r["origin"] for r in got["any"]} == {origin_id()}
+        # A receiver for Order fires for sends from Order and from "shopmodels.Order",
+        # and gets the local class; one for the name fires on the same sends.
+        assert numbers(got["by_class"]) == order_named
+        assert {r["sender"] for r in got["by_class"]} == {"<shopmodels.Order>"}
+        assert numbers(got["by_name"]) == order_named
+        assert {r["sender"] for r in got["by_name"]} == {"shopmodels.Order"}
+        # Any-sender receivers get the local object whose name matched, else the name.
+        # Order, "shopmodels.Order" and an Order instance all arrive as the name
+        # "shopmodels.Order", which the local class Order answers to.
+        senders_seen = {r["n"]: r["sender"] for r in got["any"]}
+        assert [senders_seen[n] for n in range(5)] == [
+            "<shopmodels.Order>",
+            "<shopmodels.Order>",
+            "shopmodels.Invoice",  # no local receiver names Invoice: the name itself
+            None,
+            "<shopmodels.Order>",
+        ]
+        # dispatch_uid: only the first registration exists, and fires once per send.
+        assert numbers(got["uid_first"]) == everything
+        assert "uid_second" not in got
+        assert "local_only" not in got
+        # Two bridges on the namespace in one process: each message reached both,
+        # and exactly one of them fired it.
+        stats_pair = (worker["stats"], worker["twin"])
+        assert sum(s["duplicates"] for s in stats_pair) == 50
+        assert sum(s["receiver_errors"] for s in stats_pair) == 50
+        assert all(s["rejected"] == 0 for s in stats_pair)
+
+
+def test_bad_payloads_injected_into_redis_are_rejected(
+    redis_url: str, namespace: str, workers: list[Worker]
+) -> None:
+    from relay import wire
+
+    channel = channel_for(namespace, "shop.order_placed")
+    good = wire.encode_frame(
+        [
+            (
+                b"\x01" * 16,
+                "forger:1:x",
+                1,
+                "shop.order_placed",
+                None,
+                time.time(),
+                wire.encode_kwargs({"n": -1}),
+            )
+        ]
+    )
+    bad = [
+        b"",
+        b"not msgpack at all",
+        good[:-3],  # truncated
+        b"\x93\x07\x90\xc0",  # [7, [], nil]: unknown version
+        good.replace(b"shop.order_placed", b"shop.order_plaXed"),  # another signal here
+        b"\x91" * 5000 + b"\xc0",  # deeply nested
+    ]
+    order_placed = Signal(name="shop.order_placed")
+    raw = redis.Redis.from_url(redis_url)
+    with Relay(redis_url, namespace=namespace, publish="sync") as bridge:
+        bridge.register(order_placed)
+        for n in range(12):
+            order_placed.send(None, n=n)
+            raw.publish(channel, bad[n % len(bad)])
+    raw.close()
+    results = stop_workers(redis_url, namespace, workers)
+    for worker in results:
+        assert sorted(r["n"] for r in worker["got"]["any"]) == list(range(12))
+        # Both bridges of the worker process saw every bad frame.
+        assert worker["stats"]["rejected"] == 12
+        assert worker["twin"]["rejected"] == 12
+
+
+def test_redis_going_away_loses_nothing_silently(
+    private_redis: RedisServer, namespace: str
+) -> None:
+    worker = Worker(private_redis.url, namespace)
+    order_placed = Signal(name="shop.order_placed")
+    fired: list[int] = []
+    order_placed.connect(lambda sender, n, **kw: fired.append(n), weak=False)
+    bridge = Relay(private_redis.url, namespace=namespace, max_queue=4, socket_timeout=2)
+    bridge.register(order_placed)
+    try:
+        bridge.start()
+        for n in range(5):
+            order_placed.send(Order, n=n)
+        assert bridge.flush(timeout=DEADLINE)
+
+        private_redis.stop()
+        for n in range(5, 25):
+            order_placed.send(Order, n=n)  # never raises, never blocks for long
+        assert fired == list(range(25))  # local receivers fire all along
+        private_redis.start()
+        assert bridge.flush(timeout=DEADLINE)
+        stats = bridge.stats()
+        # Every message is accounted for: published, or dropped and counted.
+        assert stats["published"] + stats["dropped"] == 25
+        assert stats["dropped"] >= 1
+        assert stats["publish_errors"] >= 1
+    finally:
+        bridge.stop()
+    (result,) = stop_workers(private_redis.url, namespace, [worker])
+    # The worker got what was sent before the outage, then reconnected on its
+    # own (it heard test.stop after the restart).
+    assert set(range(5)) <= {r["n"] for r in result["got"]["by_class"]}
