@@ -71,6 +71,14 @@ _open_bridges: weakref.WeakSet[Relay] = weakref.WeakSet()
 _open_bridges_lock = threading.Lock()
 
 
+def _renew_lock_after_fork() -> None:
+    global _open_bridges_lock
+    _open_bridges_lock = threading.Lock()
+
+
+origin.after_fork(_renew_lock_after_fork)
+
+
 def channel_for(namespace: str, name: str) -> str:
     """The pub/sub channel of signal ``name`` on ``namespace``."""
     return f"{_CHANNEL_PREFIX}:{namespace}:{name}"
@@ -244,7 +252,7 @@ class _Publisher:
 
     def discard_all(self) -> None:
         """Forget everything queued (a forked child must not publish its parent's sends)."""
-        self._items.clear()
+        self._items = deque()
         self._queued = self._done = 0
         self._thread = None
         self._cond = threading.Condition(threading.Lock())
@@ -909,6 +917,7 @@ class Relay:
         self._stop_event = threading.Event()
         self._lock = threading.RLock()
         self._stats = _Stats()
+        self._log = _RateLimitedLog()
         self._publisher.discard_all()
         for outbox in self._outboxes.values():
             outbox.renew_origin()

@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-__all__ = ["SeenIds", "after_fork", "new_message_id", "origin_id"]
+__all__ = ["SeenIds", "after_fork", "new_message_id", "origin_id", "seen"]
 
 _origin = ""
 _id_prefix = b""
@@ -93,12 +93,13 @@ class SeenIds:
                 self._ids.popitem(last=False)
             return True
 
-    def clear(self) -> None:
-        with self._lock:
-            self._ids.clear()
+    def forget_all(self) -> None:
+        """Start afresh without taking the lock (a thread may have held it at fork)."""
+        self._ids = OrderedDict()
+        self._lock = threading.Lock()
 
 
 #: Every bridge of this process shares it, so that two bridges on one namespace
 #: never fire one message twice.
 seen = SeenIds()
-after_fork(seen.clear)
+after_fork(seen.forget_all)

@@ -228,3 +228,44 @@ def test_redis_going_away_loses_nothing_silently(
     # The worker got what was sent before the outage, then reconnected on its
     # own (it heard test.stop after the restart).
     assert set(range(5)) <= {r["n"] for r in result["got"]["by_class"]}
+
+
+def _forked_child(bridge: Relay, sig: Signal, queue: Any) -> None:
+    # The parent's bridge was running; here its threads do not exist.
+    was_running = bridge.running
+    bridge.start()
+    sig.send(None, n=os.getpid())
+    bridge.stop()
+    queue.put((was_running, origin_id(), bridge.stats()["published"]))
+
+
+def test_a_forked_child_runs_its_own_bridge_as_a_new_origin(redis_url: str, namespace: str) -> None:
+    import multiprocessing
+
+    sig = Signal(name="fork.ping")
+    heard: list[tuple[int, str | None]] = []
+
+    def receiver(sender: Any, n: int, **kwargs: Any) -> None:
+        message = current_message()
+        heard.append((n, message.origin if message else None))
+
+    sig.connect(receiver)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    with Relay(redis_url, namespace=namespace) as bridge:
+        bridge.register(sig)
+        sig.send(None, n=0)  # the parent's own send, fired locally
+        assert bridge.flush(timeout=DEADLINE)
+        child = context.Process(target=_forked_child, args=(bridge, sig, queue))
+        child.start()
+        was_running, child_origin, child_published = queue.get(timeout=DEADLINE)
+        child.join(DEADLINE)
+        assert child.exitcode == 0
+        deadline = time.monotonic() + DEADLINE
+        while len(heard) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert was_running is False
+    assert child_origin != origin_id() and f":{child.pid}:" in child_origin
+    assert child_published == 1  # the child published its own send, not the parent's
+    # The parent heard the child's send as a remote one, exactly once.
+    assert heard == [(0, None), (child.pid, child_origin)]
