@@ -38,9 +38,12 @@ __all__ = [
     "WIRE_VERSION",
     "Message",
     "WireError",
+    "build_frame",
     "decode_frame",
     "encode_frame",
     "encode_kwargs",
+    "frame_prefix",
+    "pack_message",
     "register_type",
 ]
 
@@ -63,8 +66,11 @@ _EXT_UUID: Final = 10  # the 16 bytes
 _EXT_REGISTERED: Final = 11  # [name, encoded value], see register_type()
 _CONTAINER_CODES: Final = frozenset({_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET})
 
-_FRAME_HEAD: Final = bytes([0x93, WIRE_VERSION])
-_MESSAGE_HEAD: Final = 0x97  # fixarray of 7
+# A frame: [version, origin, [message, ...], mac]; a message:
+# [id, seq, signal, sender, sent_at, kwargs]. The origin leads, so a process can
+# recognise its own frames by their first bytes (see frame_prefix()).
+_FRAME_HEAD: Final = bytes([0x94, WIRE_VERSION])
+_MESSAGE_HEAD: Final = 0x96  # fixarray of 6
 _NIL: Final = 0xC0
 _MAP_HEADS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 _ID_SIZE: Final = 16
@@ -309,11 +315,41 @@ def _bad_field(field: str, requirement: str, value: object, expected: type[Any])
     )
 
 
-def encode_frame(
-    messages: Sequence[tuple[bytes, str, int, str, str | None, float, bytes]],
+def pack_message(
+    message_id: bytes, seq: int, signal: str, sender: str | None, sent_at: float, kwargs: bytes
 ) -> bytes:
     """
-    Encode messages into one frame, in order.
+    One message of a frame, packed, for ``build_frame()``.
+
+    The fields are trusted (the bridge makes them): use ``encode_frame()`` to
+    encode messages with checks.
+    """
+    head = _pack([message_id, seq, signal, sender, sent_at])
+    # The five fields packed as an array; widen its header to six and append
+    # the keyword arguments, already encoded, as the sixth.
+    return b"%c%s%s" % (_MESSAGE_HEAD, head[1:], kwargs)
+
+
+def frame_prefix(origin: str) -> bytes:
+    """The bytes every frame from ``origin`` begins with."""
+    return _FRAME_HEAD + _pack(origin)
+
+
+def build_frame(prefix: bytes, messages: Sequence[bytes]) -> bytes:
+    """
+    A frame of messages packed by ``pack_message()``, from the origin whose
+    ``frame_prefix()`` is ``prefix``.
+    """
+    return b"".join((prefix, _array_header(len(messages)), *messages, b"\xc0"))
+
+
+def encode_frame(
+    messages: Sequence[tuple[bytes, str, int, str, str | None, float, bytes]],
+    *,
+    origin: str | None = None,
+) -> bytes:
+    """
+    Encode messages into one frame, in order, checking every field.
 
     Arguments:
 
@@ -322,19 +358,24 @@ def encode_frame(
             16-byte message id, the origin process id, the sequence number
             (``0 <= seq < 2**64``), the signal name, the sender name or
             ``None``, ``time.time()`` at the send, and the keyword arguments as
-            returned by ``encode_kwargs()``, which go in as they are.
+            returned by ``encode_kwargs()``, which go in as they are. A frame
+            carries one origin: all messages must share it.
+
+        origin
+            The origin of a frame without messages.
 
     Raises ``TypeError`` or ``ValueError`` for a malformed message, so that no
     frame is published that other processes would reject.
     """
-    frame = bytearray(_FRAME_HEAD)
-    frame += _array_header(len(messages))
+    packed = []
     for message in messages:
-        id_, origin, seq, signal, sender, sent_at, kwargs = message
+        id_, message_origin, seq, signal, sender, sent_at, kwargs = message
+        if origin is None:
+            origin = message_origin
+        elif message_origin != origin:
+            raise ValueError("a frame carries one origin: split messages of several origins")
         if type(id_) is not bytes or len(id_) != _ID_SIZE:
             raise _bad_field("id", "16 bytes", id_, bytes)
-        if type(origin) is not str or not origin:
-            raise _bad_field("origin", "a non-empty str", origin, str)
         if type(seq) is not int or not 0 <= seq < _SEQ_LIMIT:
             raise _bad_field("seq", "an int in [0, 2**64)", seq, int)
         if type(signal) is not str or not signal:
@@ -345,14 +386,10 @@ def encode_frame(
             raise _bad_field("sent_at", "a finite float", sent_at, float)
         if type(kwargs) is not bytes or not kwargs or kwargs[0] not in _MAP_HEADS:
             raise _bad_field("kwargs", "bytes from encode_kwargs()", kwargs, bytes)
-        start = len(frame)
-        frame += _pack([id_, origin, seq, signal, sender, sent_at])
-        # The six fields packed as an array; widen its header to seven and
-        # append the kwargs map, already encoded, as the seventh.
-        frame[start] = _MESSAGE_HEAD
-        frame += kwargs
-    frame.append(_NIL)
-    return bytes(frame)
+        packed.append(pack_message(id_, seq, signal, sender, sent_at, kwargs))
+    if type(origin) is not str or not origin:
+        raise _bad_field("origin", "a non-empty str", origin, str)
+    return build_frame(frame_prefix(origin), packed)
 
 
 # -- decoding ----------------------------------------------------------------
@@ -396,24 +433,24 @@ def decode_frame(
         raise WireError("not a frame")
     if frame[0] != WIRE_VERSION:
         raise WireError(f"unknown wire version {frame[0]}")
-    if len(frame) != 3:
-        raise WireError(f"bad frame: {len(frame)} elements instead of 3")
-    messages, mac = frame[1], frame[2]
+    if len(frame) != 4:
+        raise WireError(f"bad frame: {len(frame)} elements instead of 4")
+    origin, messages, mac = frame[1], frame[2], frame[3]
     if mac is not None:
         raise WireError("signed frame but no secret configured")
+    if type(origin) is not str or not origin:
+        raise WireError("bad field 'origin'")
     if type(messages) is not list:
         raise WireError("bad frame: messages are not an array")
     items = len(messages)
     reader: _Reader | None = None
     decoded: list[Message] = []
     for fields in messages:
-        if type(fields) is not list or len(fields) != 7:
-            raise WireError("bad message: not an array of 7 fields")
-        id_, origin, seq, signal, sender, sent_at, kwargs = fields
+        if type(fields) is not list or len(fields) != 6:
+            raise WireError("bad message: not an array of 6 fields")
+        id_, seq, signal, sender, sent_at, kwargs = fields
         if type(id_) is not bytes or len(id_) != _ID_SIZE:
             raise WireError("bad field 'id'")
-        if type(origin) is not str or not origin:
-            raise WireError("bad field 'origin'")
         if type(seq) is not int or seq < 0:
             raise WireError("bad field 'seq'")
         if type(signal) is not str or not signal:

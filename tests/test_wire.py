@@ -28,9 +28,12 @@ from relay.wire import (
     WIRE_VERSION,
     Message,
     WireError,
+    build_frame,
     decode_frame,
     encode_frame,
     encode_kwargs,
+    frame_prefix,
+    pack_message,
     register_type,
 )
 
@@ -115,15 +118,16 @@ def roundtrip(value: Any) -> Any:
     return decoded.kwargs["value"]
 
 
-def raw_frame(*messages: list[Any], version: Any = WIRE_VERSION, mac: Any = None) -> bytes:
+def raw_frame(
+    *messages: list[Any], version: Any = WIRE_VERSION, origin: Any = "o", mac: Any = None
+) -> bytes:
     """A frame packed by msgpack itself, to say things our encoder never would."""
-    return msgpack.packb([version, list(messages), mac], use_bin_type=True)
+    return msgpack.packb([version, origin, list(messages), mac], use_bin_type=True)
 
 
 def raw_message(kwargs: Any = None, **fields: Any) -> list[Any]:
     values = {
         "id": ID,
-        "origin": "o",
         "seq": 1,
         "signal": "s",
         "sender": None,
@@ -401,10 +405,10 @@ def test_frame_layout() -> None:
     frame = encode_frame([message({"a": (1,)})])
     assert msgpack.unpackb(frame) == [
         1,
+        "host:1:abcd",
         [
             [
                 ID,
-                "host:1:abcd",
                 1,
                 "shop.order_placed",
                 "shop.models.Order",
@@ -414,6 +418,26 @@ def test_frame_layout() -> None:
         ],
         None,
     ]
+    # A process recognises its own frames by their first bytes.
+    assert frame.startswith(frame_prefix("host:1:abcd"))
+    assert not encode_frame([message({}, origin="host:1:abcde")]).startswith(
+        frame_prefix("host:1:abcd")
+    )
+
+
+def test_a_frame_carries_one_origin() -> None:
+    with pytest.raises(ValueError, match="one origin"):
+        encode_frame([message({}, origin="a"), message({}, origin="b")])
+    with pytest.raises(TypeError, match="origin"):
+        encode_frame([])
+
+
+def test_build_frame_matches_encode_frame() -> None:
+    kwargs = encode_kwargs({"n": 1})
+    packed = [pack_message(ID, seq, "s.x", None, 1.5, kwargs) for seq in (1, 2)]
+    assert build_frame(frame_prefix("o:1:x"), packed) == encode_frame(
+        [(ID, "o:1:x", seq, "s.x", None, 1.5, kwargs) for seq in (1, 2)]
+    )
 
 
 def test_several_messages_come_back_in_order_with_their_fields() -> None:
@@ -421,7 +445,7 @@ def test_several_messages_come_back_in_order_with_their_fields() -> None:
         message(
             {"n": n, "t": (n,)},
             id_=bytes([n]) * 16,
-            origin=f"o{n}",
+            origin="o:1",
             seq=n,
             signal=f"s{n}",
             sender=None if n % 2 else f"x{n}",
@@ -433,7 +457,7 @@ def test_several_messages_come_back_in_order_with_their_fields() -> None:
     assert decoded == [
         Message(
             id=(bytes([n]) * 16).hex(),
-            origin=f"o{n}",
+            origin="o:1",
             seq=n,
             signal=f"s{n}",
             sender=None if n % 2 else f"x{n}",
@@ -450,7 +474,7 @@ def test_message_id_is_32_lowercase_hex_digits() -> None:
 
 
 def test_frame_with_no_messages() -> None:
-    assert decode_frame(encode_frame([])) == []
+    assert decode_frame(encode_frame([], origin="o")) == []
 
 
 def test_message_is_frozen() -> None:
@@ -576,23 +600,27 @@ def good_frame() -> bytes:
     [
         (b"", "truncated"),
         (b"\xc1", "not msgpack"),
-        (b"\x93\x01", "truncated"),
+        (b"\x94\x01", "truncated"),
         (good_frame()[:-3], "truncated"),
         (good_frame() + b"\x00", "trailing bytes"),
         (msgpack.packb({"a": 1}), "not a frame"),
         (msgpack.packb([]), "not a frame"),
-        (msgpack.packb(["1", [], None]), "not a frame"),
+        (msgpack.packb(["1", "o", [], None]), "not a frame"),
         (msgpack.packb(7), "not a frame"),
         (raw_frame(version=7), "unknown wire version 7"),
         (raw_frame(version=2**64 - 1), f"unknown wire version {2**64 - 1}"),
-        (msgpack.packb([1, []]), "bad frame: 2 elements instead of 3"),
-        (msgpack.packb([1, [], None, None]), "bad frame: 4 elements instead of 3"),
-        (msgpack.packb([1, {}, None]), "messages are not an array"),
+        (msgpack.packb([1, []]), "bad frame: 2 elements instead of 4"),
+        (msgpack.packb([1, "o", [], None, None]), "bad frame: 5 elements instead of 4"),
+        (msgpack.packb([1, "o", {}, None]), "messages are not an array"),
+        (raw_frame(origin=""), "bad field 'origin'"),
+        (raw_frame(origin=b"o"), "bad field 'origin'"),
+        (raw_frame(origin=None), "bad field 'origin'"),
         (raw_frame(mac=b"\x00" * 32), "signed frame but no secret configured"),
-        (raw_frame(raw_message()[:6]), "not an array of 7 fields"),
-        (raw_frame([*raw_message(), None]), "not an array of 7 fields"),
-        (raw_frame({"a": 1}), "not an array of 7 fields"),
-        (b"\x93\x01\x91\x97\xa2\xff\xfe", "invalid UTF-8"),
+        (raw_frame(raw_message()[:5]), "not an array of 6 fields"),
+        (raw_frame([*raw_message(), None]), "not an array of 6 fields"),
+        (raw_frame({"a": 1}), "not an array of 6 fields"),
+        (b"\x94\x01\xa1o\x91\x96\xa2\xff\xfe", "invalid UTF-8"),
+        (b"\x94\x01\xa2\xff\xfe", "invalid UTF-8"),
         (raw_frame(raw_message({1: 2})), "keyword argument name is not a string"),
         (raw_frame(raw_message({b"a": 2})), "keyword argument name is not a string"),
     ],
@@ -607,8 +635,6 @@ def test_malformed_frame_is_refused(data: bytes, reason: str) -> None:
     [
         ("id", b"\x00" * 15),
         ("id", "0" * 32),
-        ("origin", ""),
-        ("origin", b"o"),
         ("seq", -1),
         ("seq", 1.0),
         ("seq", True),
@@ -680,7 +706,7 @@ def test_registered_types_count_as_a_level_and_so_does_their_data() -> None:
 
 def test_deep_nesting_beyond_msgpack_stack_is_refused() -> None:
     with pytest.raises(WireError, match="too deeply nested"):
-        decode_frame(b"\x93\x01\x91\x97" + b"\x91" * 5000 + b"\xc0", max_depth=10**6)
+        decode_frame(b"\x94\x01\xa1o\x91\x96" + b"\x91" * 5000 + b"\xc0", max_depth=10**6)
 
 
 def test_item_count_is_limited() -> None:
