@@ -25,7 +25,7 @@ from redis.backoff import EqualJitterBackoff
 from relay import origin, wire
 from relay._async import run_coroutine_sync
 from relay.naming import sender_name
-from relay.signals import Signal
+from relay.signals import Registration, Signal
 from relay.transport.base import Subscription, Transport, TransportError
 
 __all__ = ["Relay", "current_message"]
@@ -48,8 +48,9 @@ _POLL_SECONDS: Final = 0.2
 _MAX_BATCH: Final = 1000
 _REMOTE_CACHE_LIMIT: Final = 1024
 _CHANGE_WAIT: Final = 5.0
-# Envelope bytes a message adds to its encoded keyword arguments, besides text.
-_ENVELOPE: Final = 64
+# Bytes a frame adds around its messages, besides its origin: version, array
+# headers, the signature field. Origins are at most a few hundred bytes.
+_FRAME_OVERHEAD: Final = 512
 
 _current_message: contextvars.ContextVar[wire.Message | None] = contextvars.ContextVar(
     "relay_current_message", default=None
@@ -139,8 +140,7 @@ class _RateLimitedLog:
         logger.warning(message, *args)
 
 
-_Item = tuple[str, bytes, str, int, str, str | None, float, bytes]
-# (channel, id, origin, seq, signal name, sender name, sent_at, kwargs bytes)
+_Item = tuple[str, bytes]  # (channel, message packed by wire.pack_message)
 
 
 class _Outbox:
@@ -151,35 +151,34 @@ class _Outbox:
         self.namespace = bridge.namespace
         self.name = name
         self.channel = channel_for(bridge.namespace, name)
-        self._seq = iter(range(1, 1 << 63))
-        self._origin = origin.origin_id()
+        self.renew_origin()
 
     def renew_origin(self) -> None:
-        self._seq = iter(range(1, 1 << 63))
-        self._origin = origin.origin_id()
+        self._seq = origin.sequence((self.namespace, self.name))
 
-    def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> Callable[[], None]:
-        kwargs = wire.encode_kwargs(named)
-        sender_label = sender_name(sender)
-        size = _message_size(self._origin, self.name, sender_label, kwargs)
+    def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> _Item:
+        packed = wire.pack_message(
+            origin.new_message_id(),
+            next(self._seq),
+            self.name,
+            sender_name(sender),
+            time.time(),
+            wire.encode_kwargs(named),
+        )
         limit = self.bridge.max_message_size
-        if size > limit:
+        if len(packed) + _FRAME_OVERHEAD > limit:
             raise ValueError(
-                f"signal {self.name!r}: the message would take {size} bytes, over the "
+                f"signal {self.name!r}: the message would take {len(packed)} bytes, over the "
                 f"{limit}-byte limit; send less data (an id to look up, say) or raise "
                 "Relay(max_message_size=...) in every process"
             )
-        item: _Item = (
-            self.channel,
-            origin.new_message_id(),
-            self._origin,
-            next(self._seq),
-            self.name,
-            sender_label,
-            time.time(),
-            kwargs,
-        )
-        return lambda: self.bridge._hand_off(item)
+        return (self.channel, packed)
+
+    def hand_off(self, item: _Item) -> None:
+        self.bridge._hand_off(item)
+
+    def receiver_connected(self, registration: Registration) -> None:
+        self.bridge._receiver_connected(self, registration)
 
 
 class _Publisher:
@@ -192,6 +191,7 @@ class _Publisher:
         self._queued = 0  # messages ever queued
         self._done = 0  # messages ever published or dropped
         self._stopping = False
+        self._idle = False
         self._connected = True
         self._thread: threading.Thread | None = None
 
@@ -224,7 +224,8 @@ class _Publisher:
                     )
             self._items.append(item)
             self._queued += 1
-            self._cond.notify_all()
+            if self._idle:
+                self._cond.notify()
 
     def flush(self, timeout: float | None) -> bool:
         with self._cond:
@@ -262,7 +263,9 @@ class _Publisher:
             while True:
                 with self._cond:
                     while not self._items and not self._stopping:
+                        self._idle = True
                         self._cond.wait()
+                        self._idle = False
                     if self._stopping:
                         return
                     count = min(len(self._items), _MAX_BATCH)
@@ -275,7 +278,7 @@ class _Publisher:
 
     def _publish(self, batch: list[_Item]) -> None:
         bridge = self.bridge
-        frames = _frames(batch, bridge.max_message_size)
+        frames = _frames(bridge._frame_prefix, batch, bridge.max_message_size)
         failures = 0
         while True:
             try:
@@ -320,31 +323,22 @@ class _Publisher:
             self._cond.notify_all()
 
 
-def _message_size(origin_id: str, name: str, sender: str | None, kwargs: bytes) -> int:
-    """Bytes one message takes on the wire, at most (text counted as UTF-8 worst case)."""
-    text = (origin_id, name, sender or "")
-    size = len(kwargs) + _ENVELOPE + 4 * sum(map(len, text))
-    if size <= (1 << 16):
-        return size
-    return len(kwargs) + _ENVELOPE + sum(len(t.encode()) for t in text)
-
-
-def _frames(batch: list[_Item], limit: int) -> list[tuple[str, bytes]]:
+def _frames(prefix: bytes, batch: list[_Item], limit: int) -> list[tuple[str, bytes]]:
     """Pack consecutive messages of one channel into as few frames as the size limit allows."""
     frames: list[tuple[str, bytes]] = []
-    run: list[tuple[bytes, str, int, str, str | None, float, bytes]] = []
+    run: list[bytes] = []
     run_channel = ""
-    run_size = 0
-    for channel, message_id, origin_id, seq, name, sender, sent_at, kwargs in batch:
-        size = _message_size(origin_id, name, sender, kwargs)
+    run_size = _FRAME_OVERHEAD
+    for channel, packed in batch:
+        size = len(packed) + 1
         if run and (channel != run_channel or run_size + size > limit):
-            frames.append((run_channel, wire.encode_frame(run)))
-            run, run_size = [], 0
+            frames.append((run_channel, wire.build_frame(prefix, run)))
+            run, run_size = [], _FRAME_OVERHEAD
         run_channel = channel
-        run.append((message_id, origin_id, seq, name, sender, sent_at, kwargs))
+        run.append(packed)
         run_size += size
     if run:
-        frames.append((run_channel, wire.encode_frame(run)))
+        frames.append((run_channel, wire.build_frame(prefix, run)))
     return frames
 
 
@@ -463,6 +457,8 @@ class Relay:
         self._subscription: Subscription | None = None
         self._stop_event = threading.Event()
         self._changes: deque[tuple[str, str, threading.Event]] = deque()
+        self._frame_prefix = wire.frame_prefix(origin.origin_id())
+        self._subscribed: set[str] = set()
         self._remove_fork_hook = origin.after_fork(self._after_fork)
         with _open_bridges_lock:
             _open_bridges.add(self)
@@ -547,9 +543,22 @@ class Relay:
             self._outboxes[name] = outbox
             self._channels[outbox.channel] = name
             signal._attach(outbox)
-            if self._running:
-                self._request("subscribe", outbox.channel)
+            if self._running and _hears_remote(signal):
+                self._subscribe(outbox.channel)
         return signal
+
+    def _receiver_connected(self, outbox: _Outbox, registration: Registration) -> None:
+        signal = self._signals.get(outbox.name)
+        if signal is None or (registration.scope or signal.default_scope) == "local":
+            return
+        with self._lock:
+            if self._running and outbox.channel not in self._subscribed:
+                self._subscribe(outbox.channel)
+
+    def _subscribe(self, channel: str) -> None:
+        # Caller holds self._lock.
+        self._subscribed.add(channel)
+        self._request("subscribe", channel)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -593,13 +602,21 @@ class Relay:
             raise RuntimeError("this bridge is closed; create a new Relay")
 
     def _open_subscription(self) -> Subscription:
+        # Only signals with receivers that remote sends can fire are heard: a
+        # process that only sends never reads its own messages back.
+        listening = {
+            outbox.channel
+            for name, outbox in self._outboxes.items()
+            if _hears_remote(self._signals[name])
+        }
         subscription = self.transport.subscription()
         try:
-            subscription.subscribe(list(self._channels))
+            subscription.subscribe(sorted(listening))
         except BaseException:
             subscription.close()
             raise
         self._subscription = subscription
+        self._subscribed = listening
         return subscription
 
     def stop(self, timeout: float | None = 10.0) -> bool:
@@ -741,7 +758,7 @@ class Relay:
             self._publisher.put(item)
             return
         try:
-            self.transport.publish(item[0], wire.encode_frame([item[1:]]))
+            self.transport.publish(item[0], wire.build_frame(self._frame_prefix, [item[1]]))
         except TransportError:
             self._stats.add("publish_errors")
             self._stats.add("dropped")
@@ -821,25 +838,27 @@ class Relay:
 
     def _handle(self, channel: str, data: bytes) -> None:
         name = self._channels.get(channel)
-        if name is None:
-            return
+        if name is None or data.startswith(self._frame_prefix):
+            return  # not ours to hear, or our own send coming back
         try:
             messages = wire.decode_frame(data, max_size=self.max_message_size)
         except wire.WireError as exc:
             self._reject(channel, str(exc))
             return
-        me = origin.origin_id()
+        signal = self._signals[name]
+        received = duplicates = 0
         for message in messages:
             if message.signal != name:
                 self._reject(channel, f"message for signal {message.signal!r} on this channel")
                 continue
-            if message.origin == me:
-                continue
-            self._stats.add("received")
+            received += 1
             if not origin.seen.add(message.id):
-                self._stats.add("duplicates")
+                duplicates += 1
                 continue
-            self._fire(self._signals[name], message)
+            self._fire(signal, message)
+        self._stats.add("received", received)
+        if duplicates:
+            self._stats.add("duplicates", duplicates)
 
     def _reject(self, channel: str, reason: str) -> None:
         self._stats.add("rejected")
@@ -921,7 +940,15 @@ class Relay:
         self._publisher.discard_all()
         for outbox in self._outboxes.values():
             outbox.renew_origin()
+        self._frame_prefix = wire.frame_prefix(origin.origin_id())
+        self._subscribed = set()
         self.transport.after_fork()
+
+
+def _hears_remote(signal: Signal) -> bool:
+    """True if some receiver of ``signal`` fires for sends from other processes."""
+    default = signal.default_scope
+    return any((entry.scope or default) != "local" for entry in signal.receivers)
 
 
 _RemoteCall = tuple[Any, bool, object]  # (receiver or weak reference, is weak, sender to pass)

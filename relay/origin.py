@@ -13,23 +13,24 @@ import os
 import secrets
 import socket
 import threading
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 
-__all__ = ["SeenIds", "after_fork", "new_message_id", "origin_id", "seen"]
+__all__ = ["SeenIds", "after_fork", "new_message_id", "origin_id", "seen", "sequence"]
 
 _origin = ""
 _id_prefix = b""
 _counter = itertools.count()
+_sequences: dict[Hashable, Iterator[int]] = {}
 _fork_hooks: list[Callable[[], None]] = []
 
 
 def _reset() -> None:
-    global _origin, _id_prefix, _counter
+    global _origin, _id_prefix, _counter, _sequences
     token = secrets.token_bytes(8)
     _origin = f"{socket.gethostname()}:{os.getpid()}:{token[:4].hex()}"
     _id_prefix = token
     _counter = itertools.count(1)
+    _sequences = {}
 
 
 def _after_fork_in_child() -> None:
@@ -50,6 +51,17 @@ def origin_id() -> str:
 def new_message_id() -> bytes:
     """A 16-byte id unique to this message: a random per-process prefix and a counter."""
     return _id_prefix + next(_counter).to_bytes(8, "big")
+
+
+def sequence(key: Hashable) -> Iterator[int]:
+    """
+    The sequence numbers of this process's messages on ``key`` (a namespace
+    and signal name): 1, 2, 3, ... Every bridge of the process shares it.
+    """
+    found = _sequences.get(key)
+    if found is None:
+        found = _sequences.setdefault(key, itertools.count(1))
+    return found
 
 
 def after_fork(hook: Callable[[], None]) -> Callable[[], None]:
@@ -80,23 +92,30 @@ class SeenIds:
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._ids: dict[str, object] = {}
+        self._trim_lock = threading.Lock()
 
     def add(self, message_id: str) -> bool:
         """Remember ``message_id``; return False if it was already there."""
-        with self._lock:
-            if message_id in self._ids:
-                return False
-            self._ids[message_id] = None
-            if len(self._ids) > self.capacity:
-                self._ids.popitem(last=False)
-            return True
+        mark = object()
+        # dict.setdefault is atomic: of two threads adding one id, one wins.
+        if self._ids.setdefault(message_id, mark) is not mark:
+            return False
+        if len(self._ids) > self.capacity:
+            self._trim()
+        return True
+
+    def _trim(self) -> None:
+        with self._trim_lock:
+            excess = len(self._ids) - self.capacity
+            if excess > 0:
+                for old in list(itertools.islice(self._ids, excess + self.capacity // 10)):
+                    self._ids.pop(old, None)
 
     def forget_all(self) -> None:
         """Start afresh without taking the lock (a thread may have held it at fork)."""
-        self._ids = OrderedDict()
-        self._lock = threading.Lock()
+        self._ids = {}
+        self._trim_lock = threading.Lock()
 
 
 #: Every bridge of this process shares it, so that two bridges on one namespace

@@ -157,15 +157,18 @@ class Outbox(Protocol):
     What a bridge attaches to a signal to see its sends (see ``relay.bridge``).
 
     ``prepare`` runs before any receiver: it validates and encodes the send and
-    raises if that is impossible. The callable it returns is called once the
-    local receivers have run, to hand the message on.
+    raises if that is impossible. What it returns goes to ``hand_off`` once
+    the local receivers have run. ``receiver_connected`` hears of every new
+    registration.
     """
 
     namespace: str
 
-    def prepare(
-        self, signal: Signal, sender: object, named: dict[str, Any]
-    ) -> Callable[[], None]: ...
+    def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> Any: ...
+
+    def hand_off(self, prepared: Any) -> None: ...
+
+    def receiver_connected(self, registration: Registration) -> None: ...
 
 
 class Signal:
@@ -311,7 +314,10 @@ class Signal:
             self._keys.add(lookup_key)
             self.receivers.append(entry)
             self._snapshot = None
-            return True
+            attached = tuple(self._attached)
+        for outbox in attached:
+            outbox.receiver_connected(entry)
+        return True
 
     def _sender_ref(self, sender: object) -> Callable[[], object]:
         try:
@@ -422,7 +428,7 @@ class Signal:
         Returns a list of tuple pairs [(receiver, response), ... ], synchronous
         receivers first, then asynchronous ones, each in connection order.
         """
-        handoffs = self._prepare_relay(sender, named, "send") if self._outboxes else ()
+        relayed = self._prepare_relay(sender, named, "send") if self._outboxes else ()
         try:
             if not self.receivers:
                 return []
@@ -447,8 +453,8 @@ class Signal:
                 responses.extend(self._run_async(_live(asynchronous), sender, named, "send"))
             return responses
         finally:
-            for handoff in handoffs:
-                handoff()
+            for outbox, prepared in relayed:
+                outbox.hand_off(prepared)
 
     def send_robust(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
         """
@@ -471,7 +477,7 @@ class Signal:
 
         Returns a list of tuple pairs [(receiver, response), ... ].
         """
-        handoffs = self._prepare_relay(sender, named, "send_robust") if self._outboxes else ()
+        relayed = self._prepare_relay(sender, named, "send_robust") if self._outboxes else ()
         try:
             if not self.receivers:
                 return []
@@ -490,8 +496,8 @@ class Signal:
                 )
             return responses
         finally:
-            for handoff in handoffs:
-                handoff()
+            for outbox, prepared in relayed:
+                outbox.hand_off(prepared)
 
     async def asend(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
         """
@@ -541,7 +547,7 @@ class Signal:
     async def _asend(
         self, sender: object, named: dict[str, Any], robust: bool
     ) -> list[tuple[Callable[..., Any], Any]]:
-        handoffs = self._prepare_relay(sender, named, None) if self._outboxes else ()
+        relayed = self._prepare_relay(sender, named, None) if self._outboxes else ()
         try:
             if not self.receivers:
                 return []
@@ -564,8 +570,8 @@ class Signal:
                 restore_context(context)
             return responses
         finally:
-            for handoff in handoffs:
-                handoff()
+            for outbox, prepared in relayed:
+                outbox.hand_off(prepared)
 
     def _receiver_kwargs(self, sender: object, named: dict[str, Any]) -> dict[str, Any]:
         if "signal" in named:
@@ -639,14 +645,14 @@ class Signal:
 
     def _prepare_relay(
         self, sender: object, named: dict[str, Any], what: str | None
-    ) -> list[Callable[[], None]]:
+    ) -> list[tuple[Outbox, Any]]:
         """
         Let each attached bridge validate and encode this send, before any
-        receiver runs; return what hands the messages on afterwards.
+        receiver runs; return what to hand each one afterwards.
         """
         if what is not None and self._current().calls_for(sender)[1]:
             ensure_no_running_loop(what)
-        return [outbox.prepare(self, sender, named) for outbox in self._outboxes]
+        return [(outbox, outbox.prepare(self, sender, named)) for outbox in self._outboxes]
 
     def _attach(self, outbox: Outbox) -> None:
         """

@@ -560,7 +560,8 @@ def test_a_forked_child_is_a_new_origin_with_an_empty_queue(
                 origin_id() != parent_origin
                 and bridge._publisher._queued == 0
                 and not bridge.running
-                and bridge._outboxes["a.b"]._origin == origin_id()
+                and bridge._frame_prefix == wire.frame_prefix(origin_id())
+                and next(bridge._outboxes["a.b"]._seq) == 1  # numbering starts afresh
             )
             os.write(write, b"ok" if ok else b"bad")
         finally:
@@ -570,3 +571,48 @@ def test_a_forked_child_is_a_new_origin_with_an_empty_queue(
     assert os.read(read, 8) == b"ok"
     os.close(read)
     assert bridge._publisher._queued == 1  # the parent keeps its own
+
+
+def numsub(client: fakeredis.FakeRedis, name: str) -> int:
+    return int(client.pubsub_numsub(channel_for("ns", name))[0][1])
+
+
+def test_only_signals_with_remote_receivers_are_subscribed(
+    bridge: Relay, client: fakeredis.FakeRedis
+) -> None:
+    quiet = bridge.register(Signal(name="s.quiet"))  # sent from here, heard nowhere here
+    local = bridge.register(Signal(name="s.local"))
+    local.connect(Recorder(), scope="local", weak=False)
+    heard = bridge.register(Signal(name="s.heard"))
+    heard.connect(Recorder(), weak=False)
+    with bridge:
+        assert (
+            numsub(client, "s.quiet"),
+            numsub(client, "s.local"),
+            numsub(client, "s.heard"),
+        ) == (
+            0,
+            0,
+            1,
+        )
+        # A receiver that remote sends can fire subscribes at once.
+        rec = Recorder()
+        quiet.connect(rec, weak=False)
+        assert numsub(client, "s.quiet") == 1
+        inject(client, "s.quiet", foreign_frame("s.quiet", n=1))
+        wait_until(lambda: len(rec.calls) == 1)
+        local.connect(Recorder(), scope="local", weak=False)
+        assert numsub(client, "s.local") == 0
+
+
+def test_own_frames_are_dropped_before_decoding(bridge: Relay, client: fakeredis.FakeRedis) -> None:
+    sig = bridge.register(Signal(name="a.b"))
+    rec = Recorder()
+    sig.connect(rec, weak=False)
+    with bridge:
+        # Our own prefix followed by garbage: never decoded, so never rejected.
+        inject(client, "a.b", wire.frame_prefix(origin_id()) + b"\xff garbage")
+        inject(client, "a.b", foreign_frame("a.b", n=1))
+        wait_until(lambda: len(rec.calls) == 1)
+    assert bridge.stats()["rejected"] == 0
+    assert bridge.stats()["received"] == 1
