@@ -1,0 +1,1141 @@
+"""
+Cross-process benchmark: relay against raw redis-py and channels_redis, over a
+private Redis on loopback.
+
+How to run (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_relay.py                     # 5 rounds, ~2-3 minutes
+    .venv/bin/python benchmarks/bench_relay.py --quick             # small N, 3 rounds (smoke)
+    .venv/bin/python benchmarks/bench_relay.py --rounds 9 --json bench-relay.json
+    .venv/bin/python benchmarks/bench_relay.py --profile /tmp/relay-prof   # profile relay only
+
+Options:
+
+    --messages N          messages per throughput run (default 20,000; 3,000 with --quick)
+    --channels-messages N messages per channels_redis run (default N // 10: it is slow)
+    --latency-messages N  paced messages per latency run (default 1,000; 300 with --quick)
+    --period-ms MS        the pause between two paced sends (default 2 ms)
+    --channels-capacity C channels_redis capacity per channel (default N+10; its own
+                          default, 100, silently drops what does not fit: try it)
+    --rounds R            interleaved rounds (default 5; 3 with --quick)
+    --quick               the small sizes above, for a smoke test
+    --json PATH           also write the configuration, the environment, every run of every
+                          round (timestamps, counts, CPU, latency samples), medians, ratios
+                          and verdicts to PATH
+    --profile DIR         do not benchmark: run relay async and relay sync throughput once
+                          each with cProfile on every thread of the producer and consumer,
+                          write the .pstats files to DIR and print the top functions
+
+The script starts its own ``redis-server`` on a free loopback port
+(``relay.testing.RedisServer``, nothing saved to disk) and never touches another
+server. Every run of every contender uses two fresh processes (``multiprocessing``,
+spawn context): a consumer, which subscribes and then signals that it is ready, and
+only then a producer. Before its timed part the producer sends 200 warm-up messages
+(negative ``n``; the consumer counts them apart), waits for them to be published and
+pauses 0.2 s, so connections are open and code paths warm on both sides.
+
+Every message carries the same five small keyword arguments
+``n=i, b="x", c=2.5, d=None, e=True`` (latency runs add ``t=time.time_ns()``). The
+consumer keeps a tally of each ``n``: a run is checked for every message arriving
+exactly once, and any missing, duplicated or dropped message is reported and makes
+the exit code 1.
+
+Throughput contenders (delivered msgs/s = N / (last receive - first send), both
+taken with ``time.time_ns()`` in their own process: one host, one clock):
+
+    relay async      producer: ``sig.send(None, **kw)`` N times then ``bridge.flush()``,
+                     on a ``Relay(url, namespace=..., publish="async")`` (defaults
+                     otherwise: the background publisher batches up to 1,000 messages
+                     per pipeline and packs them into frames). Consumer: another
+                     ``Relay`` whose listener thread fires a counting receiver
+                     (``sig.connect(fn)``) for each message.
+    relay sync       the same with ``publish="sync"``: every ``send`` PUBLISHes one
+                     frame of one message before it returns.
+    raw sequential   producer: ``client.publish(channel, msgpack.packb(kw))`` per
+                     message (redis-py, hiredis parser). Consumer: a plain
+                     ``pubsub.get_message(timeout=...)`` loop that ``msgpack.unpackb``s
+                     each payload and counts it.
+    raw pipelined    the same producer with ``client.pipeline(transaction=False)``,
+                     100 PUBLISHes per ``execute()``; the same consumer.
+    channels_redis   ``channels_redis.core.RedisChannelLayer`` (the core layer, not the
+                     pub/sub one) with ``capacity=N+10`` (the default is 100 per
+                     channel, and over capacity it drops silently): the consumer adds a
+                     new channel to a group and loops on ``await layer.receive()``; the
+                     producer awaits ``layer.group_send(group, {"type": "bench.msg",
+                     **kw})`` N times. Run with fewer messages (reported) as it is slow.
+
+Latency contenders (relay async, relay sync, raw sequential): the producer sends one
+message every ``--period-ms`` (absolute schedule, ``time.sleep`` in between), each
+with ``t=time.time_ns()`` taken just before the send; the consumer records
+``time.time_ns() - t`` when its receiver runs. p50 and p99 in µs.
+
+Rounds: every round runs every contender (throughput and latency) once, in an order
+that rotates from round to round; the tables give the median over rounds and the
+min-max. Ratios for the targets are paired: one ratio per round from two runs of
+that round, then the median (the ratio of the medians is shown too). The CPU table
+gives CPU time per message of each thread over the timed window (thread CPU clocks,
+no profiler attached), and of redis-server (its /proc schedstat).
+
+Exit code: 0 if everything ran and every message arrived exactly once, whatever the
+targets say; 1 if a run crashed or timed out, or a message was lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import cProfile
+import importlib.metadata
+import io
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import pstats
+import queue
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.queues import Queue as MPQueue
+from multiprocessing.synchronize import Event as MPEvent
+from pathlib import Path
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import redis
+from redis.utils import HIREDIS_AVAILABLE
+
+from relay import Relay, Signal
+from relay.testing import RedisServer
+
+SIGNAL_NAME = "bench.ping"
+WARMUP = 200
+WARMUP_PAUSE = 0.2
+CONSUMER_GRACE = 5.0  # seconds the consumer keeps waiting after the producer is done
+READY_TIMEOUT = 60.0
+
+THROUGHPUT = ("relay async", "relay sync", "raw sequential", "raw pipelined", "channels_redis")
+LATENCY = ("relay async", "relay sync", "raw sequential")
+
+Spec = dict[str, Any]
+Result = dict[str, Any]
+
+
+# -- measuring helpers (run in the worker processes) ---------------------------
+
+
+def _thread_label(name: str) -> str:
+    if name == "MainThread":
+        return "main"
+    for prefix in ("relay-publisher", "relay-listener"):
+        if name.startswith(prefix):
+            return prefix.removeprefix("relay-")
+    return name
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each live thread of this process, by label."""
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)
+            label = _thread_label(thread.name)
+            out[label] = out.get(label, 0.0) + time.clock_gettime(clock)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds redis-server (its main thread) has used, or NaN if unreadable."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
+class Tally:
+    """What the consumer received: every ``n`` (exactly once?), timings, latencies."""
+
+    def __init__(self, total: int, redis_pid: int) -> None:
+        self.total = total
+        self.redis_pid = redis_pid
+        self.hits = bytearray(total)
+        self.count = 0  # messages with 0 <= n, duplicates included
+        self.warm = 0  # warm-up messages (n < 0)
+        self.stray = 0  # n >= total: never sent
+        self.first_ns = 0
+        self.last_ns = 0
+        self.latencies = array.array("q")
+        self.done = threading.Event()
+        self.cpu_start: dict[str, float] = {}
+        self.cpu_end: dict[str, float] = {}
+        self.server_start = math.nan
+        self.server_end = math.nan
+
+    def hit(self, n: int, t: int = 0) -> None:
+        now = time.time_ns()
+        if n < 0:
+            self.warm += 1
+            return
+        if self.count == 0:
+            self.first_ns = now
+            self.cpu_start = thread_cpu()
+            self.server_start = server_cpu(self.redis_pid)
+        self.count += 1
+        self.last_ns = now
+        if t:
+            self.latencies.append(now - t)
+        if n < self.total:
+            if self.hits[n] < 255:
+                self.hits[n] += 1
+        else:
+            self.stray += 1
+        if self.count == self.total:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self.done.is_set():
+            self.cpu_end = thread_cpu()
+            self.server_end = server_cpu(self.redis_pid)
+            self.done.set()
+
+    def wait(self, producer_done: MPEvent) -> bool:
+        """Wait until every message is in, or the producer is done and grace is over."""
+        while not self.done.wait(0.05):
+            if producer_done.is_set():
+                deadline = time.monotonic() + CONSUMER_GRACE
+                while not self.done.wait(0.05) and time.monotonic() < deadline:
+                    pass
+                break
+        complete = self.done.is_set()
+        self.finish()
+        return complete
+
+    def report(self) -> Result:
+        missing = self.hits.count(0)
+        duplicates = sum(h - 1 for h in self.hits if h > 1)
+        return {
+            "received": self.count,
+            "unique": self.total - missing,
+            "missing": missing,
+            "duplicates": duplicates,
+            "stray": self.stray,
+            "warmup_received": self.warm,
+            "first_recv_ns": self.first_ns,
+            "last_recv_ns": self.last_ns,
+            "latencies_ns": list(self.latencies),
+            "cpu": cpu_delta(self.cpu_start, self.cpu_end),
+            "server_cpu_end": self.server_end,
+        }
+
+
+class ThreadProfiles:
+    """cProfile on every thread of a process: the current one and every one started later."""
+
+    def __init__(self) -> None:
+        self.profiles: list[tuple[str, cProfile.Profile]] = []
+        self._lock = threading.Lock()
+        self._main = cProfile.Profile()
+
+    def start(self) -> None:
+        threading.setprofile(self._boot)
+        self._main.enable()
+
+    def _boot(self, frame: Any, event: str, arg: Any) -> None:
+        profile = cProfile.Profile()
+        with self._lock:
+            self.profiles.append((_thread_label(threading.current_thread().name), profile))
+        profile.enable()  # replaces this bootstrap hook, in this thread only
+
+    def dump(self, directory: Path, stem: str) -> str:
+        """Write one .pstats per thread (call once the other threads are gone)."""
+        threading.setprofile(None)
+        self._main.disable()
+        text = io.StringIO()
+        directory.mkdir(parents=True, exist_ok=True)
+        for label, profile in [("main", self._main), *self.profiles]:
+            stats = pstats.Stats(profile, stream=text)
+            if not stats.stats:  # type: ignore[attr-defined]
+                continue
+            path = directory / f"{stem}-{label}.pstats"
+            stats.dump_stats(path)
+            text.write(f"\n### {stem} thread {label} ({path})\n")
+            stats.sort_stats("tottime").print_stats(18)
+        return text.getvalue()
+
+
+def _kwargs(i: int) -> dict[str, Any]:
+    return {"n": i, "b": "x", "c": 2.5, "d": None, "e": True}
+
+
+def _paced(count: int, period_ns: int, send_one: Callable[[int], None]) -> None:
+    """Call ``send_one(i)`` for i in range(count), one every ``period_ns``."""
+    start = time.perf_counter_ns() + period_ns
+    for i in range(count):
+        delay = start + i * period_ns - time.perf_counter_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        send_one(i)
+
+
+# -- consumers -------------------------------------------------------------------
+
+
+def _consume_relay(spec: Spec, tally: Tally, ready: MPEvent, producer_done: MPEvent) -> Result:
+    sig = Signal(name=SIGNAL_NAME)
+    bridge = Relay(spec["url"], namespace=spec["namespace"], publish=spec["publish"])
+    bridge.register(sig)
+    hit = tally.hit
+
+    def on_message(sender: object, n: int, t: int = 0, **kwargs: Any) -> None:
+        hit(n, t)
+
+    sig.connect(on_message, weak=False)
+    bridge.start()
+    ready.set()
+    tally.wait(producer_done)
+    stats = bridge.stats()
+    bridge.close()
+    return {"bridge_stats": stats}
+
+
+def _consume_raw(spec: Spec, tally: Tally, ready: MPEvent, producer_done: MPEvent) -> Result:
+    client = redis.Redis.from_url(spec["url"])
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(spec["channel"])
+    deadline = time.monotonic() + 10
+    while True:  # make subscribe a barrier: wait for the confirmation
+        message = pubsub.get_message(timeout=1.0)
+        if message is not None and message["type"] == "subscribe":
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("no SUBSCRIBE confirmation")
+    ready.set()
+    get_message, unpackb, hit, total = pubsub.get_message, msgpack.unpackb, tally.hit, tally.total
+    give_up_at = math.inf
+    while tally.count < total:
+        message = get_message(timeout=0.1)
+        if message is None:
+            if producer_done.is_set():
+                give_up_at = min(give_up_at, time.monotonic() + CONSUMER_GRACE)
+                if time.monotonic() > give_up_at:
+                    break
+            continue
+        if message["type"] == "message":
+            kw = unpackb(message["data"])
+            hit(kw["n"], kw.get("t", 0))
+    tally.finish()
+    pubsub.close()
+    client.close()
+    return {}
+
+
+async def _consume_channels_async(
+    spec: Spec, tally: Tally, ready: MPEvent, producer_done: MPEvent
+) -> Result:
+    from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]
+
+    layer = RedisChannelLayer(hosts=[spec["url"]], capacity=spec["capacity"])
+    channel = await layer.new_channel()
+    await layer.group_add(spec["group"], channel)
+    ready.set()
+
+    async def loop() -> None:
+        receive, hit, total = layer.receive, tally.hit, tally.total
+        while tally.count < total:
+            message = await receive(channel)
+            hit(message["n"], message.get("t", 0))
+
+    task = asyncio.ensure_future(loop())
+    give_up_at = math.inf
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.1)
+        if producer_done.is_set():
+            give_up_at = min(give_up_at, time.monotonic() + CONSUMER_GRACE)
+            if time.monotonic() > give_up_at:
+                task.cancel()
+                break
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    tally.finish()
+    await layer.group_discard(spec["group"], channel)
+    await layer.close_pools()
+    return {}
+
+
+def _consume_channels(spec: Spec, tally: Tally, ready: MPEvent, producer_done: MPEvent) -> Result:
+    return asyncio.run(_consume_channels_async(spec, tally, ready, producer_done))
+
+
+# -- producers -------------------------------------------------------------------
+
+
+def _produce_relay(spec: Spec) -> Result:
+    sig = Signal(name=SIGNAL_NAME)
+    bridge = Relay(spec["url"], namespace=spec["namespace"], publish=spec["publish"])
+    bridge.register(sig)
+    bridge.start()
+    bridge.transport.check()
+    send = sig.send
+    for i in range(WARMUP):
+        send(None, **_kwargs(-1 - i))
+    bridge.flush(30)
+    time.sleep(WARMUP_PAUSE)
+    stats0 = bridge.stats()
+    cpu0, srv0 = thread_cpu(), server_cpu(spec["redis_pid"])
+    t0 = time.time_ns()
+    if spec["latency"]:
+
+        def send_one(i: int) -> None:
+            send(None, n=i, b="x", c=2.5, d=None, e=True, t=time.time_ns())
+
+        _paced(spec["n"], spec["period_ns"], send_one)
+    else:
+        for i in range(spec["n"]):
+            send(None, n=i, b="x", c=2.5, d=None, e=True)
+    sent = time.time_ns()
+    flushed_in_time = bridge.flush(120)
+    flushed = time.time_ns()
+    # Let this process's own listener finish decoding its echoes before reading CPU.
+    time.sleep(0.3)
+    cpu1 = thread_cpu()
+    stats = bridge.stats()
+    bridge.close()
+    return {
+        "t0_ns": t0,
+        "bridge_stats_before": stats0,
+        "sent_ns": sent,
+        "flushed_ns": flushed,
+        "flushed_in_time": flushed_in_time,
+        "bridge_stats": stats,
+        "cpu": cpu_delta(cpu0, cpu1),
+        "server_cpu_start": srv0,
+    }
+
+
+def _produce_raw(spec: Spec) -> Result:
+    client = redis.Redis.from_url(spec["url"])
+    client.ping()
+    channel, packb = spec["channel"], msgpack.packb
+    publish = client.publish
+    for i in range(WARMUP):
+        publish(channel, packb(_kwargs(-1 - i)))
+    time.sleep(WARMUP_PAUSE)
+    cpu0, srv0 = thread_cpu(), server_cpu(spec["redis_pid"])
+    t0 = time.time_ns()
+    n = spec["n"]
+    if spec["latency"]:
+
+        def send_one(i: int) -> None:
+            kw = {"n": i, "b": "x", "c": 2.5, "d": None, "e": True, "t": time.time_ns()}
+            publish(channel, packb(kw))
+
+        _paced(n, spec["period_ns"], send_one)
+    elif spec["pipeline"]:
+        pipe = client.pipeline(transaction=False)
+        batch = spec["pipeline"]
+        for i in range(n):
+            pipe.publish(channel, packb({"n": i, "b": "x", "c": 2.5, "d": None, "e": True}))
+            if i % batch == batch - 1:
+                pipe.execute()
+        if len(pipe):
+            pipe.execute()
+    else:
+        for i in range(n):
+            publish(channel, packb({"n": i, "b": "x", "c": 2.5, "d": None, "e": True}))
+    sent = time.time_ns()
+    cpu1 = thread_cpu()
+    client.close()
+    return {
+        "t0_ns": t0,
+        "sent_ns": sent,
+        "flushed_ns": sent,
+        "cpu": cpu_delta(cpu0, cpu1),
+        "server_cpu_start": srv0,
+    }
+
+
+async def _produce_channels_async(spec: Spec) -> Result:
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[spec["url"]], capacity=spec["capacity"])
+    group, group_send = spec["group"], layer.group_send
+    for i in range(WARMUP):
+        await group_send(group, {"type": "bench.msg", **_kwargs(-1 - i)})
+    await asyncio.sleep(WARMUP_PAUSE)
+    cpu0, srv0 = thread_cpu(), server_cpu(spec["redis_pid"])
+    t0 = time.time_ns()
+    for i in range(spec["n"]):
+        await group_send(
+            group, {"type": "bench.msg", "n": i, "b": "x", "c": 2.5, "d": None, "e": True}
+        )
+    sent = time.time_ns()
+    cpu1 = thread_cpu()
+    await layer.close_pools()
+    return {
+        "t0_ns": t0,
+        "sent_ns": sent,
+        "flushed_ns": sent,
+        "cpu": cpu_delta(cpu0, cpu1),
+        "server_cpu_start": srv0,
+    }
+
+
+def _produce_channels(spec: Spec) -> Result:
+    return asyncio.run(_produce_channels_async(spec))
+
+
+CONSUMERS: dict[str, Callable[[Spec, Tally, MPEvent, MPEvent], Result]] = {
+    "relay": _consume_relay,
+    "raw": _consume_raw,
+    "channels": _consume_channels,
+}
+PRODUCERS: dict[str, Callable[[Spec], Result]] = {
+    "relay": _produce_relay,
+    "raw": _produce_raw,
+    "channels": _produce_channels,
+}
+
+
+# -- process entry points (module level: the spawn context imports this file) -------
+
+
+def consumer_main(spec: Spec, ready: MPEvent, producer_done: MPEvent, out: MPQueue[Any]) -> None:
+    profiles = ThreadProfiles() if spec.get("profile_dir") else None
+    try:
+        if profiles is not None:
+            profiles.start()
+        tally = Tally(spec["n"], spec["redis_pid"])
+        extra = CONSUMERS[spec["kind"]](spec, tally, ready, producer_done)
+        result = {**tally.report(), **extra}
+        if profiles is not None:
+            result["profile"] = profiles.dump(Path(spec["profile_dir"]), f"{spec['slug']}-consumer")
+        out.put(("consumer", result))
+    except BaseException:
+        out.put(("consumer", {"error": traceback.format_exc()}))
+
+
+def producer_main(spec: Spec, out: MPQueue[Any]) -> None:
+    profiles = ThreadProfiles() if spec.get("profile_dir") else None
+    try:
+        if profiles is not None:
+            profiles.start()
+        result = PRODUCERS[spec["kind"]](spec)
+        if profiles is not None:
+            result["profile"] = profiles.dump(Path(spec["profile_dir"]), f"{spec['slug']}-producer")
+        out.put(("producer", result))
+    except BaseException:
+        out.put(("producer", {"error": traceback.format_exc()}))
+
+
+# -- orchestration (main process) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    section: str  # "throughput" or "latency"
+    contender: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}:{self.contender}"
+
+    @property
+    def slug(self) -> str:
+        short = "tput" if self.section == "throughput" else "lat"
+        return f"{short}-{self.contender.replace(' ', '-').replace('_', '-')}"
+
+
+def make_spec(job: Job, config: argparse.Namespace, env: Result, round_: int) -> Spec:
+    latency = job.section == "latency"
+    if job.contender == "channels_redis":
+        n = config.channels_messages
+    elif latency:
+        n = config.latency_messages
+    else:
+        n = config.messages
+    tag = f"{job.slug}-r{round_}-{os.getpid()}"
+    spec: Spec = {
+        "url": env["redis_server_url"],
+        "redis_pid": env["redis_server_pid"],
+        "n": n,
+        "latency": latency,
+        "period_ns": int(config.period_ms * 1e6),
+        "slug": job.slug,
+        "profile_dir": None,
+    }
+    if job.contender.startswith("relay"):
+        spec.update(kind="relay", publish=job.contender.split()[1], namespace=tag)
+    elif job.contender.startswith("raw"):
+        pipeline = 100 if job.contender == "raw pipelined" else 0
+        spec.update(kind="raw", channel=f"bench:{tag}", pipeline=pipeline)
+    else:
+        capacity = config.channels_capacity or n + 10
+        spec.update(kind="channels", group=tag[:90], capacity=capacity)
+    return spec
+
+
+def _collect(
+    out: MPQueue[Any], got: dict[str, Result], role: str, process: Any, timeout: float
+) -> None:
+    """Wait for ``role``'s result (keeping any other that arrives), at most ``timeout``."""
+    deadline = time.monotonic() + timeout
+    exited_at = math.inf
+    while role not in got:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            got[role] = {"error": f"{role}: no result within {timeout:.0f} s"}
+            return
+        if not process.is_alive():
+            exited_at = min(exited_at, time.monotonic())
+            if time.monotonic() - exited_at > 2.0:  # its last put() had time to arrive
+                got[role] = {"error": f"{role} exited with code {process.exitcode}, no result"}
+                return
+        try:
+            who, result = out.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            continue
+        got[who] = result
+
+
+def run_job(ctx: Any, spec: Spec) -> tuple[Result, Result]:
+    """Run one consumer and one producer process; return their results."""
+    out = ctx.Queue()
+    ready, producer_done = ctx.Event(), ctx.Event()
+    consumer = ctx.Process(target=consumer_main, args=(spec, ready, producer_done, out))
+    consumer.start()
+    producer = None
+    got: dict[str, Result] = {}
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ready.wait(0.1):
+            if not consumer.is_alive() or time.monotonic() > deadline:
+                _collect(out, got, "consumer", consumer, 5.0)
+                return {"error": "consumer never became ready"}, got["consumer"]
+        producer = ctx.Process(target=producer_main, args=(spec, out))
+        producer.start()
+        budget = 60.0 + spec["n"] * (spec["period_ns"] / 1e9 if spec["latency"] else 0.005)
+        _collect(out, got, "producer", producer, budget)
+        producer_done.set()
+        _collect(out, got, "consumer", consumer, CONSUMER_GRACE + 30.0)
+        return got["producer"], got["consumer"]
+    finally:
+        producer_done.set()
+        for process in (producer, consumer):
+            if process is None:
+                continue
+            process.join(15)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = max(0, math.ceil(q * len(sorted_values)) - 1)
+    return float(sorted_values[index])
+
+
+def summarize_run(job: Job, spec: Spec, producer: Result, consumer: Result) -> Result:
+    """One run's metrics, loss accounting and error, from the two processes' results."""
+    run: Result = {"job": job.key, "n": spec["n"], "producer": producer, "consumer": consumer}
+    roles = (("producer", producer), ("consumer", consumer))
+    errors = [f"{role}: {r['error']}" for role, r in roles if "error" in r]
+    run["error"] = "\n".join(errors) or None
+    if errors:
+        return run
+    n = spec["n"]
+    # Dropped by the producer's bridge during the timed part (warm-up excluded).
+    before = producer.get("bridge_stats_before", {}).get("dropped", 0)
+    dropped = producer.get("bridge_stats", {}).get("dropped", 0) - before
+    run["missing"] = consumer["missing"]
+    run["duplicates"] = consumer["duplicates"]
+    run["stray"] = consumer["stray"]
+    run["dropped"] = dropped
+    run["lost"] = bool(
+        consumer["missing"] or consumer["duplicates"] or consumer["stray"] or dropped
+    )
+    t0 = producer["t0_ns"]
+    span = consumer["last_recv_ns"] - t0
+    run["delivered_rate"] = n / (span / 1e9) if span > 0 and consumer["received"] else 0.0
+    run["send_rate"] = n / ((producer["sent_ns"] - t0) / 1e9)
+    run["publish_rate"] = n / ((producer["flushed_ns"] - t0) / 1e9)
+    receive_span = consumer["last_recv_ns"] - consumer["first_recv_ns"]
+    run["consumer_rate"] = n / (receive_span / 1e9) if receive_span > 0 else math.inf
+    run["first_delay_us"] = (consumer["first_recv_ns"] - t0) / 1e3
+    per_message: dict[str, float] = {}
+    for role in ("producer", "consumer"):
+        for label, seconds in run[role]["cpu"].items():
+            if seconds > 0:
+                per_message[f"{role} {label}"] = seconds / n * 1e6
+    server = consumer["server_cpu_end"] - producer["server_cpu_start"]
+    if math.isfinite(server):
+        per_message["redis-server"] = server / n * 1e6
+    run["cpu_us_per_msg"] = per_message
+    if spec["latency"]:
+        lat = sorted(x / 1e3 for x in consumer["latencies_ns"])
+        run["latency_us"] = {
+            "count": len(lat),
+            "p50": _percentile(lat, 0.50),
+            "p90": _percentile(lat, 0.90),
+            "p99": _percentile(lat, 0.99),
+            "max": lat[-1] if lat else math.nan,
+        }
+    return run
+
+
+# -- report -------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("redis", "hiredis", "msgpack", "channels", "channels-redis", "signal-relay"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(server: RedisServer) -> Result:
+    client = redis.Redis.from_url(server.url)
+    info = client.info("server")
+    client.close()
+    return {
+        **_versions(),
+        "redis_parser": "hiredis" if HIREDIS_AVAILABLE else "python",
+        "redis_server": str(info.get("redis_version")),
+        "redis_server_url": server.url,
+        "redis_server_pid": int(info.get("process_id", 0)),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def _median(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def _fmt_rate(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:,.0f}"
+
+
+def _fmt_us(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:,.0f}"
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    numerator: Job
+    denominator: Job
+    metric: str  # "delivered_rate" or "p50"
+    limit: float
+    at_least: bool  # True: ratio >= limit passes; False: ratio <= limit passes
+    primary: bool = True
+
+
+TARGETS = (
+    Target(
+        "relay async delivered / raw pipelined delivered",
+        Job("throughput", "relay async"),
+        Job("throughput", "raw pipelined"),
+        "delivered_rate",
+        1.5,
+        True,
+    ),
+    Target(
+        "relay sync delivered / raw sequential delivered",
+        Job("throughput", "relay sync"),
+        Job("throughput", "raw sequential"),
+        "delivered_rate",
+        0.85,
+        True,
+    ),
+    Target(
+        "relay async p50 latency / raw sequential p50 latency",
+        Job("latency", "relay async"),
+        Job("latency", "raw sequential"),
+        "p50",
+        1.3,
+        False,
+    ),
+    Target(
+        "relay sync p50 latency / raw sequential p50 latency (shown too)",
+        Job("latency", "relay sync"),
+        Job("latency", "raw sequential"),
+        "p50",
+        1.3,
+        False,
+        primary=False,
+    ),
+    Target(
+        "relay async delivered / channels_redis delivered",
+        Job("throughput", "relay async"),
+        Job("throughput", "channels_redis"),
+        "delivered_rate",
+        10.0,
+        True,
+    ),
+)
+
+
+def _metric(run: Result | None, metric: str) -> float:
+    if run is None or run.get("error"):
+        return math.nan
+    if metric == "p50":
+        return float(run.get("latency_us", {}).get("p50", math.nan))
+    return float(run.get(metric, math.nan))
+
+
+def evaluate(rounds: list[dict[str, Result]], jobs: Sequence[Job]) -> Result:
+    summary: Result = {"jobs": {}, "targets": []}
+    for job in jobs:
+        runs = [r[job.key] for r in rounds if job.key in r and not r[job.key].get("error")]
+        entry: Result = {"runs": len(runs), "n": runs[0]["n"] if runs else None}
+        metrics = ["delivered_rate", "send_rate", "publish_rate", "consumer_rate"]
+        for metric in metrics:
+            values = [_metric(r, metric) for r in runs]
+            entry[metric] = {
+                "median": _median(values),
+                "min": min(values, default=math.nan),
+                "max": max(values, default=math.nan),
+            }
+        if job.section == "latency":
+            for q in ("p50", "p90", "p99", "max"):
+                values = [r["latency_us"][q] for r in runs]
+                entry[q] = {
+                    "median": _median(values),
+                    "min": min(values, default=math.nan),
+                    "max": max(values, default=math.nan),
+                }
+        cpu_keys = sorted({k for r in runs for k in r["cpu_us_per_msg"]})
+        entry["cpu_us_per_msg"] = {
+            k: _median([r["cpu_us_per_msg"].get(k, 0.0) for r in runs]) for k in cpu_keys
+        }
+        summary["jobs"][job.key] = entry
+    for target in TARGETS:
+        paired = []
+        for r in rounds:
+            top = _metric(r.get(target.numerator.key), target.metric)
+            bottom = _metric(r.get(target.denominator.key), target.metric)
+            if math.isfinite(top) and math.isfinite(bottom) and bottom > 0:
+                paired.append(top / bottom)
+        ratio = _median(paired)
+        jobs_summary = summary["jobs"]
+        top_m = jobs_summary.get(target.numerator.key, {}).get(target.metric, {}).get("median")
+        bottom_m = jobs_summary.get(target.denominator.key, {}).get(target.metric, {}).get("median")
+        of_medians = (
+            top_m / bottom_m
+            if top_m is not None and bottom_m and math.isfinite(top_m) and math.isfinite(bottom_m)
+            else math.nan
+        )
+        if not math.isfinite(ratio):
+            verdict = "N/A"
+        elif target.at_least:
+            verdict = "PASS" if ratio >= target.limit else "FAIL"
+        else:
+            verdict = "PASS" if ratio <= target.limit else "FAIL"
+        # How far from the limit: positive is headroom, negative is the shortfall.
+        if not math.isfinite(ratio):
+            margin = math.nan
+        elif target.at_least:
+            margin = ratio / target.limit - 1
+        else:
+            margin = target.limit / ratio - 1
+        summary["targets"].append(
+            {
+                "target": target.label,
+                "limit": f"{'>=' if target.at_least else '<='} {target.limit:g}x",
+                "ratio_paired_median": ratio,
+                "ratio_paired_min": min(paired, default=math.nan),
+                "ratio_paired_max": max(paired, default=math.nan),
+                "ratio_of_medians": of_medians,
+                "verdict": verdict,
+                "margin": margin,
+                "primary": target.primary,
+            }
+        )
+    return summary
+
+
+def render(env: Result, config: argparse.Namespace, summary: Result, problems: list[str]) -> str:
+    lines: list[str] = []
+    add = lines.append
+    if config.channels_capacity:
+        capacity = f"capacity={config.channels_capacity:,}"
+    else:
+        capacity = "capacity=N+10 so that it drops nothing"
+    add("# relay cross-process benchmark")
+    add("")
+    add(
+        f"Python {env['python']}, redis-py {env['redis']} (parser: {env['redis_parser']}), "
+        f"hiredis {env['hiredis']}, msgpack {env['msgpack']}, channels {env['channels']}, "
+        f"channels_redis {env['channels-redis']}, relay (signal-relay) {env['signal-relay']}"
+    )
+    add(
+        f"redis-server {env['redis_server']} (private, {env['redis_server_url']}); "
+        f"{env['machine']}, {env['cpus']} CPUs, {env['cpu']}; {env['platform']}"
+    )
+    add(
+        f"{config.rounds} interleaved rounds (rotating order), medians; throughput N = "
+        f"{config.messages:,} (channels_redis N = {config.channels_messages:,}, "
+        f"{capacity}); latency: {config.latency_messages:,} "
+        f"messages, one every {config.period_ms:g} ms. Producer, consumer and redis-server "
+        "share the machine's CPUs."
+    )
+    add("")
+    add("## Delivered throughput (msgs/s = N / (last receive - first send))")
+    add("")
+    add(
+        "| contender | N | delivered msgs/s (median) | min-max | producer send loop msgs/s "
+        "| consumer-side msgs/s | runs with loss |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|")
+    for contender in THROUGHPUT:
+        entry = summary["jobs"].get(f"throughput:{contender}")
+        if entry is None:
+            continue
+        d = entry["delivered_rate"]
+        add(
+            f"| {contender} | {entry['n'] or 0:,} | {_fmt_rate(d['median'])} | "
+            f"{_fmt_rate(d['min'])}-{_fmt_rate(d['max'])} | "
+            f"{_fmt_rate(entry['send_rate']['median'])} | "
+            f"{_fmt_rate(entry['consumer_rate']['median'])} | {entry.get('lost_runs', 0)} |"
+        )
+    add("")
+    add(
+        f"## One-way latency at a low send rate (1 message / {config.period_ms:g} ms, "
+        f"{config.latency_messages:,} messages)"
+    )
+    add("")
+    add("| contender | p50 µs (median) | p50 min-max | p99 µs (median) | p99 min-max |")
+    add("|---|---:|---:|---:|---:|")
+    for contender in LATENCY:
+        entry = summary["jobs"].get(f"latency:{contender}")
+        if entry is None or "p50" not in entry:
+            continue
+        p50, p99 = entry["p50"], entry["p99"]
+        add(
+            f"| {contender} | {_fmt_us(p50['median'])} | {_fmt_us(p50['min'])}-"
+            f"{_fmt_us(p50['max'])} | {_fmt_us(p99['median'])} | {_fmt_us(p99['min'])}-"
+            f"{_fmt_us(p99['max'])} |"
+        )
+    add("")
+    add("## CPU time per message over the timed window (µs, median; thread CPU clocks)")
+    add("")
+    columns = [
+        ("producer main", "producer main"),
+        ("producer publisher", "producer publisher"),
+        ("producer listener", "producer listener (own echo)"),
+        ("consumer main", "consumer main"),
+        ("consumer listener", "consumer listener"),
+        ("redis-server", "redis-server"),
+    ]
+    add("| run | " + " | ".join(title for _, title in columns) + " |")
+    add("|---|" + "---:|" * len(columns))
+    for job_key, entry in summary["jobs"].items():
+        cpu = entry["cpu_us_per_msg"]
+        cells = [f"{cpu[k]:.1f}" if k in cpu and cpu[k] >= 0.05 else "-" for k, _ in columns]
+        add(f"| {job_key} | " + " | ".join(cells) + " |")
+    add("")
+    add(
+        "Thread CPU includes system time. In latency runs, per-message CPU is mostly waking "
+        "up (poll, futex, sleep) for each message, not Python work."
+    )
+    add("")
+    add("## Targets (paired per-round ratios, median; same run)")
+    add("")
+    add("| target | limit | ratio (median, min-max) | ratio of medians | verdict | margin |")
+    add("|---|---|---:|---:|---|---:|")
+    for t in summary["targets"]:
+        margin = t["margin"]
+        how = "n/a" if not math.isfinite(margin) else f"{margin:+.0%}"
+        add(
+            f"| {t['target']} | {t['limit']} | {t['ratio_paired_median']:.2f}x "
+            f"({t['ratio_paired_min']:.2f}-{t['ratio_paired_max']:.2f}) | "
+            f"{t['ratio_of_medians']:.2f}x | {t['verdict']} | {how} |"
+        )
+    add("")
+    add(
+        "margin: how far the ratio is from the limit, relative to the limit "
+        "(+ headroom, - shortfall)."
+    )
+    add("")
+    if problems:
+        add("## PROBLEMS (exit code 1)")
+        add("")
+        lines.extend(f"- {p}" for p in problems)
+    else:
+        add("Every run delivered every message exactly once; nothing dropped.")
+    return "\n".join(lines)
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _describe_loss(job: Job, round_: int, run: Result) -> str | None:
+    if run.get("error"):
+        return f"round {round_} {job.key}: crashed or timed out:\n{run['error']}"
+    if run.get("lost"):
+        return (
+            f"round {round_} {job.key}: {run['n']:,} sent, {run['consumer']['unique']:,} "
+            f"arrived; missing {run['missing']:,}, duplicated {run['duplicates']:,}, "
+            f"never-sent {run['stray']:,}, dropped by the bridge {run['dropped']:,}"
+        )
+    return None
+
+
+def profile(config: argparse.Namespace, env: Result, ctx: Any) -> int:
+    directory = Path(config.profile).resolve()
+    for contender in ("relay async", "relay sync"):
+        job = Job("throughput", contender)
+        spec = make_spec(job, config, env, 0)
+        spec["profile_dir"] = str(directory)
+        _progress(f"profiling {job.key} (N={spec['n']:,}) ...")
+        producer, consumer = run_job(ctx, spec)
+        run = summarize_run(job, spec, producer, consumer)
+        if run["error"]:
+            print(run["error"])
+            return 1
+        print(
+            f"\n## {job.key}: delivered {run['delivered_rate']:,.0f} msgs/s under cProfile "
+            f"(slowed down by it), send loop {run['send_rate']:,.0f} msgs/s, "
+            f"lost: {run['lost']}"
+        )
+        print(producer["profile"])
+        print(consumer["profile"])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
+    parser.add_argument("--messages", type=int, default=None, help="N per throughput run")
+    parser.add_argument("--channels-messages", type=int, default=None, help="N for channels")
+    parser.add_argument("--latency-messages", type=int, default=None, help="paced messages")
+    parser.add_argument("--period-ms", type=float, default=2.0, help="pause between paced sends")
+    parser.add_argument(
+        "--channels-capacity",
+        type=int,
+        default=None,
+        help="channels_redis capacity (default N+10; channels_redis's own default, 100, drops)",
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; 3 quick)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--json", metavar="PATH", help="write everything to PATH")
+    parser.add_argument("--profile", metavar="DIR", help="profile relay instead of benchmarking")
+    config = parser.parse_args(argv)
+    if config.messages is None:
+        config.messages = 3_000 if config.quick else 20_000
+    if config.channels_messages is None:
+        config.channels_messages = max(100, config.messages // 10)
+    if config.latency_messages is None:
+        config.latency_messages = 300 if config.quick else 1_000
+    if config.rounds is None:
+        config.rounds = 3 if config.quick else 5
+    if min(config.messages, config.channels_messages, config.latency_messages, config.rounds) < 1:
+        parser.error("sizes and rounds must be at least 1")
+
+    try:
+        import channels_redis.core  # type: ignore[import-untyped]  # noqa: F401
+
+        have_channels = True
+    except ImportError:
+        have_channels = False
+    jobs = [Job("throughput", c) for c in THROUGHPUT if c != "channels_redis" or have_channels]
+    jobs += [Job("latency", c) for c in LATENCY]
+
+    ctx = mp.get_context("spawn")
+    with RedisServer() as server:
+        env = environment(server)
+        if config.profile:
+            return profile(config, env, ctx)
+        started = time.monotonic()
+        rounds: list[dict[str, Result]] = []
+        problems: list[str] = []
+        for round_ in range(config.rounds):
+            shift = round_ % len(jobs)
+            order = jobs[shift:] + jobs[:shift]
+            results: dict[str, Result] = {}
+            for job in order:
+                spec = make_spec(job, config, env, round_)
+                producer, consumer = run_job(ctx, spec)
+                run = summarize_run(job, spec, producer, consumer)
+                run["round"] = round_
+                results[job.key] = run
+                problem = _describe_loss(job, round_, run)
+                if problem:
+                    problems.append(problem)
+                if run["error"]:
+                    shown = "ERROR"
+                elif job.section == "latency":
+                    lat = run["latency_us"]
+                    shown = f"p50 {lat['p50']:,.0f} µs  p99 {lat['p99']:,.0f} µs"
+                else:
+                    shown = f"{run['delivered_rate']:,.0f} msgs/s delivered"
+                _progress(
+                    f"[round {round_ + 1}/{config.rounds}] {job.key:<28} {shown}"
+                    f"{'  LOSS' if run.get('lost') else ''}"
+                )
+            rounds.append(results)
+        elapsed = time.monotonic() - started
+
+    summary = evaluate(rounds, jobs)
+    for job in jobs:
+        lost = sum(1 for r in rounds if r.get(job.key, {}).get("lost"))
+        summary["jobs"][job.key]["lost_runs"] = lost
+    print(render(env, config, summary, problems))
+    print(f"\n(benchmark time: {elapsed:.0f} s)")
+    if config.json:
+        document = {
+            "config": vars(config),
+            "environment": env,
+            "summary": summary,
+            "rounds": rounds,
+            "problems": problems,
+            "elapsed_s": elapsed,
+        }
+        Path(config.json).write_text(json.dumps(document, indent=1, default=str) + "\n")
+        _progress(f"wrote {config.json}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
