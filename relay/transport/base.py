@@ -27,6 +27,10 @@ class Subscription(ABC):
         """Subscribe to ``channels``; return once the broker has confirmed."""
 
     @abstractmethod
+    def psubscribe(self, patterns: Collection[str]) -> None:
+        """Subscribe to every channel matching the glob ``patterns`` (for monitoring)."""
+
+    @abstractmethod
     def unsubscribe(self, channels: Collection[str]) -> None:
         """Stop receiving ``channels``."""
 

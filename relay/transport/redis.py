@@ -55,6 +55,7 @@ class RedisSubscription(Subscription):
         self._client = client
         self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         self._channels: set[str] = set()
+        self._patterns: set[str] = set()
         self._early: list[dict[str, Any]] = []
         self.last_activity = time.monotonic()
 
@@ -66,12 +67,21 @@ class RedisSubscription(Subscription):
         self._channels.update(new)
         self._subscribe(new)
 
+    def psubscribe(self, patterns: Collection[str]) -> None:
+        new = [p for p in patterns if p not in self._patterns]
+        if not new:
+            return
+        self._patterns.update(new)
+        with _translated():
+            self._pubsub.psubscribe(*new)
+            self._await_confirmations(set(new), "psubscribe")
+
     def _subscribe(self, channels: Collection[str]) -> None:
         with _translated():
             self._pubsub.subscribe(*channels)
             self._await_confirmations(set(channels))
 
-    def _await_confirmations(self, waiting: set[str]) -> None:
+    def _await_confirmations(self, waiting: set[str], kind: str = "subscribe") -> None:
         # Once the server has confirmed, every later PUBLISH reaches us:
         # reading the confirmations here makes subscribe() a barrier.
         deadline = time.monotonic() + _CONFIRM_TIMEOUT
@@ -84,7 +94,7 @@ class RedisSubscription(Subscription):
                         f"Redis did not confirm SUBSCRIBE within {_CONFIRM_TIMEOUT:g} s"
                     )
                 continue
-            if message["type"] == "subscribe":
+            if message["type"] == kind:
                 waiting.discard(_text(message["channel"]))
             elif message["type"] in ("message", "pmessage"):
                 self._early.append(message)
@@ -120,6 +130,10 @@ class RedisSubscription(Subscription):
         self._early.clear()
         if self._channels:
             self._subscribe(sorted(self._channels))
+        if self._patterns:
+            with _translated():
+                self._pubsub.psubscribe(*self._patterns)
+                self._await_confirmations(set(self._patterns), "psubscribe")
         self.last_activity = time.monotonic()
 
     def close(self) -> None:

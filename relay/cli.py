@@ -1,0 +1,343 @@
+"""
+The ``relay`` command: ``demo``, ``worker``, ``send`` and ``monitor``.
+
+Run ``relay --help`` (or ``python -m relay --help``) for the details of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal as os_signal
+import sys
+from collections.abc import Iterable, Sequence
+from types import FrameType, ModuleType
+from typing import Any, NoReturn
+
+from relay.bridge import Relay
+from relay.signals import Signal
+from relay.transport.base import TransportError
+
+DEFAULT_NAMESPACE = "relay"
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+class UsageError(Exception):
+    """A mistake of the command line or its environment, reported in one line (exit 2)."""
+
+
+def _redis_url(given: str | None) -> str:
+    return given or os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+def _namespace(given: str | None) -> str:
+    return given or os.environ.get("RELAY_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def _connect(url: str, namespace: str, **options: Any) -> Relay:
+    """A bridge on ``url``, after checking that Redis answers."""
+    try:
+        bridge = Relay(url, namespace=namespace, **options)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        bridge.transport.check()
+    except TransportError as exc:
+        bridge.close()
+        raise UsageError(f"cannot reach Redis at {bridge.transport.description}: {exc}") from None
+    return bridge
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- relay worker ---------------------------------------------------------------
+
+
+def load_app(spec: str) -> tuple[str, Any]:
+    """
+    Import ``spec`` (``module`` or ``module:attribute``).
+
+    Returns the imported module or attribute. Raises ``UsageError`` with one
+    clear line when it cannot be imported.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name:
+        raise UsageError(f"APP {spec!r} should look like 'package.module' or 'module:attribute'")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import APP {spec!r}: {exc}") from None
+    if not attribute:
+        return spec, module
+    try:
+        target: Any = module
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        raise UsageError(
+            f"cannot import APP {spec!r}: {module_name} has no {attribute!r}"
+        ) from None
+    return spec, target
+
+
+def _app_signals(app: Any) -> list[Signal]:
+    if isinstance(app, Signal):
+        return [app]
+    if isinstance(app, (list, tuple)):
+        return [s for s in app if isinstance(s, Signal)]
+    if isinstance(app, ModuleType):
+        declared = getattr(app, "SIGNALS", None)
+        if declared is not None:
+            return _app_signals(declared)
+        return [s for s in vars(app).values() if isinstance(s, Signal) and s.name]
+    return []
+
+
+def register_app(bridge: Relay, spec: str, app: Any) -> int:
+    """
+    Register what APP declares on ``bridge``; return how many signals it has.
+
+    APP may be a module (its ``SIGNALS`` sequence if it has one, else every
+    named ``Signal`` among its globals), a ``Signal``, a list of them, or a
+    callable that takes the bridge and registers signals itself.
+    """
+    if callable(app) and not isinstance(app, (Signal, ModuleType, type)):
+        app(bridge)
+        count = len(bridge._signals)
+    else:
+        signals = _app_signals(app)
+        for signal in signals:
+            bridge.register(signal)
+        count = len(signals)
+    if count == 0:
+        raise UsageError(
+            f"APP {spec!r} defines no named signals to relay; give them names "
+            "(Signal(name='app.signal')) or list them in SIGNALS"
+        )
+    return count
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    spec, app = load_app(args.app)
+    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace))
+    try:
+        register_app(bridge, spec, app)
+        bridge.run()
+    finally:
+        bridge.close()
+    return 0
+
+
+# -- relay send -----------------------------------------------------------------
+
+
+def parse_pairs(pairs: Iterable[str]) -> dict[str, Any]:
+    """Turn ``key=value`` arguments into keyword arguments (values stay strings)."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"expected key=value with a Python identifier as key, not {pair!r}")
+        kwargs[key] = value
+    return kwargs
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    kwargs = parse_pairs(args.pairs)
+    if args.json is not None:
+        try:
+            extra = json.loads(args.json)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--json is not valid JSON: {exc}") from None
+        if not isinstance(extra, dict) or not all(k.isidentifier() for k in extra):
+            raise UsageError("--json must be a JSON object whose keys are Python identifiers")
+        kwargs.update(extra)
+    if "signal" in kwargs or "sender" in kwargs:
+        raise UsageError("'signal' and 'sender' are not allowed as keyword names")
+    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), publish="sync")
+    try:
+        signal = Signal(name=args.signal)
+        try:
+            bridge.register(signal)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            signal.send(args.sender, **kwargs)
+        except TransportError as exc:
+            raise UsageError(f"could not publish: {exc}") from None
+    finally:
+        bridge.close()
+    print(f"sent {args.signal} to namespace {bridge.namespace!r}")
+    return 0
+
+
+# -- relay monitor --------------------------------------------------------------
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from relay.monitor import monitor
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # Stop on SIGTERM as on Ctrl-C (exit 0): as PID 1 of a container (docker
+    # compose stop) the default action of SIGTERM would be ignored.
+    os_signal.signal(os_signal.SIGTERM, interrupt)
+    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace))
+    try:
+        return monitor(bridge, args.signal or None, as_json=args.json, limit=args.count)
+    finally:
+        bridge.close()
+
+
+# -- relay demo -----------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from relay.demo.run import run_demo
+
+    if args.workers < 1 or args.signals < 1:
+        raise UsageError("--workers and --signals must be at least 1")
+    return run_demo(
+        workers=args.workers,
+        signals=args.signals,
+        redis_url=args.redis_url or os.environ.get("REDIS_URL"),
+        embedded=args.embedded,
+    )
+
+
+# -- the parser -------------------------------------------------------------------
+
+
+def _add_broker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help=f"Redis to use (default: $REDIS_URL, else {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        help=f"namespace shared by the processes (default: $RELAY_NAMESPACE, else "
+        f"{DEFAULT_NAMESPACE!r})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay",
+        description="Django-compatible signals that also fire in every other process.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="see relay work across processes",
+        description="Start worker processes, send signals to them and check that every "
+        "expected delivery happened exactly once. Uses --redis-url, else $REDIS_URL, else "
+        "a Redis on 127.0.0.1:6379 if one answers, else an embedded broker.",
+    )
+    demo.add_argument("--workers", type=int, default=3, metavar="N", help="worker processes (3)")
+    demo.add_argument(
+        "--signals", type=int, default=3000, metavar="M", help="signals to send (3000)"
+    )
+    demo.add_argument("--redis-url", metavar="URL", help="Redis to use")
+    demo.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use the embedded broker even if a Redis answers (needs signal-relay[demo])",
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    worker = commands.add_parser(
+        "worker",
+        help="listen for signals in a worker process",
+        description="Import APP, register its signals and fire their receivers for sends "
+        "from every process, until SIGINT or SIGTERM.",
+    )
+    worker.add_argument(
+        "app",
+        metavar="APP",
+        help="'module' or 'module:attribute': a module with named signals (or a SIGNALS "
+        "list), a Signal, a list of them, or a callable taking the Relay",
+    )
+    _add_broker_options(worker)
+    worker.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    worker.set_defaults(handler=cmd_worker)
+
+    send = commands.add_parser(
+        "send",
+        help="send one signal to every process",
+        description="Publish one signal as any other process would; exit 0 once published.",
+    )
+    send.add_argument("signal", metavar="SIGNAL", help="the signal's name, e.g. shop.order_placed")
+    send.add_argument("pairs", nargs="*", metavar="key=value", help="keyword arguments (strings)")
+    send.add_argument("--sender", metavar="NAME", help="the sender's name (default: None)")
+    send.add_argument(
+        "--json",
+        metavar="OBJECT",
+        help="more keyword arguments as a JSON object, e.g. '{\"order_id\": 42}'",
+    )
+    _add_broker_options(send)
+    send.set_defaults(handler=cmd_send)
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="show every signal on a namespace",
+        description="A live, decoded tail of every signal sent on a namespace, until interrupted.",
+    )
+    monitor.add_argument(
+        "--signal",
+        action="append",
+        metavar="NAME",
+        help="only this signal (repeatable; default: all)",
+    )
+    monitor.add_argument("--json", action="store_true", help="one JSON object a line")
+    monitor.add_argument(
+        "--count", type=int, metavar="N", help="exit after N messages (default: never)"
+    )
+    _add_broker_options(monitor)
+    monitor.set_defaults(handler=cmd_monitor)
+    return parser
+
+
+def fail(message: str) -> NoReturn:
+    print(f"relay: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``relay`` console script."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "send":
+        # argparse fills the key=value list only up to the first option; the
+        # pairs given after an option (``send SIG --sender X a=1``) are extra.
+        args.pairs += [item for item in extra if not item.startswith("-")]
+        extra = [item for item in extra if item.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        fail(str(exc))
+    except TransportError as exc:
+        fail(f"lost Redis: {exc}")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
