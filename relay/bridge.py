@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import Any, Final, Literal
 
@@ -25,10 +25,10 @@ from redis.backoff import EqualJitterBackoff
 from relay import origin, wire
 from relay._async import run_coroutine_sync
 from relay.naming import sender_name
-from relay.signals import Registration, Signal
-from relay.transport.base import Subscription, Transport, TransportError
+from relay.signals import Registration, Signal, once_name
+from relay.transport.base import Log, Outgoing, Subscription, Transport, TransportError
 
-__all__ = ["Relay", "current_message"]
+__all__ = ["Relay", "current_message", "disconnected", "gap", "reconnected"]
 
 logger = logging.getLogger("relay.bridge")
 
@@ -42,15 +42,35 @@ STAT_NAMES: Final = (
     "duplicates",
     "rejected",
     "receiver_errors",
+    "listener_errors",
+    "disconnects",
+    "reconnects",
+    "gaps",
+    "missed",
+    "replayed",
+    "once_skipped",
+    "once_errors",
 )
 _CHANNEL_PREFIX: Final = "relay"
 _POLL_SECONDS: Final = 0.2
 _MAX_BATCH: Final = 1000
 _REMOTE_CACHE_LIMIT: Final = 1024
 _CHANGE_WAIT: Final = 5.0
+_LOG_BATCH: Final = 500
 # Bytes a frame adds around its messages, besides its origin: version, array
 # headers, the signature field. Origins are at most a few hundred bytes.
 _FRAME_OVERHEAD: Final = 512
+
+#: Sent (locally, with the bridge as sender) when a bridge's listener loses
+#: Redis. Keyword arguments: ``reason`` (text).
+disconnected = Signal(name="relay.disconnected")
+#: Sent (locally) when the listener is connected and subscribed again.
+#: Keyword arguments: ``reason`` (why it was lost), ``downtime`` (seconds).
+reconnected = Signal(name="relay.reconnected")
+#: Sent (locally) when messages from another process were lost: a jump in
+#: that origin's sequence numbers. Keyword arguments: ``origin``,
+#: ``signal_name``, ``first_missing`` (a sequence number) and ``count``.
+gap = Signal(name="relay.gap")
 
 _current_message: contextvars.ContextVar[wire.Message | None] = contextvars.ContextVar(
     "relay_current_message", default=None
@@ -83,6 +103,14 @@ origin.after_fork(_renew_lock_after_fork)
 def channel_for(namespace: str, name: str) -> str:
     """The pub/sub channel of signal ``name`` on ``namespace``."""
     return f"{_CHANNEL_PREFIX}:{namespace}:{name}"
+
+
+def signing_key(namespace: str, secret: str | bytes) -> bytes:
+    """The key that signs the frames of ``namespace`` with ``secret``."""
+    if not secret:
+        raise ValueError("secret must not be empty")
+    raw = secret.encode() if isinstance(secret, str) else secret
+    return wire.derive_key(namespace.encode() + b"\0" + raw)
 
 
 def _check_namespace(namespace: object) -> str:
@@ -140,7 +168,7 @@ class _RateLimitedLog:
         logger.warning(message, *args)
 
 
-_Item = tuple[str, bytes]  # (channel, message packed by wire.pack_message)
+_Item = tuple[str, bytes, bytes]  # (channel, message packed by wire.pack_message, id)
 
 
 class _Outbox:
@@ -157,8 +185,9 @@ class _Outbox:
         self._seq = origin.sequence((self.namespace, self.name))
 
     def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> _Item:
+        message_id = origin.new_message_id()
         packed = wire.pack_message(
-            origin.new_message_id(),
+            message_id,
             next(self._seq),
             self.name,
             sender_name(sender),
@@ -172,7 +201,7 @@ class _Outbox:
                 f"{limit}-byte limit; send less data (an id to look up, say) or raise "
                 "Relay(max_message_size=...) in every process"
             )
-        return (self.channel, packed)
+        return (self.channel, packed, message_id)
 
     def hand_off(self, item: _Item) -> None:
         self.bridge._hand_off(item)
@@ -278,11 +307,17 @@ class _Publisher:
 
     def _publish(self, batch: list[_Item]) -> None:
         bridge = self.bridge
-        frames = _frames(bridge._frame_prefix, batch, bridge.max_message_size)
+        frames = _frames(
+            bridge._frame_prefix,
+            batch,
+            bridge.max_message_size,
+            bridge._key,
+            bridge._durable_log is not None,
+        )
         failures = 0
         while True:
             try:
-                bridge.transport.publish_many(frames)
+                bridge.transport.publish_many(frames, bridge._durable_log)
             except TransportError as exc:
                 bridge._stats.add("publish_errors")
                 self._connected = False
@@ -323,22 +358,32 @@ class _Publisher:
             self._cond.notify_all()
 
 
-def _frames(prefix: bytes, batch: list[_Item], limit: int) -> list[tuple[str, bytes]]:
+def _frames(
+    prefix: bytes, batch: list[_Item], limit: int, key: bytes | None, with_ids: bool
+) -> list[Outgoing]:
     """Pack consecutive messages of one channel into as few frames as the size limit allows."""
-    frames: list[tuple[str, bytes]] = []
+    frames: list[Outgoing] = []
     run: list[bytes] = []
+    ids: list[bytes] = []
     run_channel = ""
     run_size = _FRAME_OVERHEAD
-    for channel, packed in batch:
+
+    def close_run() -> None:
+        data = wire.build_frame(prefix, run, key=key)
+        frames.append(Outgoing(run_channel, data, ",".join(i.hex() for i in ids)))
+
+    for channel, packed, message_id in batch:
         size = len(packed) + 1
         if run and (channel != run_channel or run_size + size > limit):
-            frames.append((run_channel, wire.build_frame(prefix, run)))
-            run, run_size = [], _FRAME_OVERHEAD
+            close_run()
+            run, ids, run_size = [], [], _FRAME_OVERHEAD
         run_channel = channel
         run.append(packed)
+        if with_ids:
+            ids.append(message_id)
         run_size += size
     if run:
-        frames.append((run_channel, wire.build_frame(prefix, run)))
+        close_run()
     return frames
 
 
@@ -367,6 +412,17 @@ class Relay:
         queue_wait: float = 0.1,
         max_message_size: int = wire.DEFAULT_MAX_MESSAGE_SIZE,
         backoff: Any = None,
+        health_check_interval: float = 5.0,
+        health_check_timeout: float = 3.0,
+        max_reconnect_attempts: int | None = None,
+        durable: bool = False,
+        retention: int = 100_000,
+        retention_seconds: float | None = None,
+        worker_id: str | None = None,
+        secret: str | bytes | None = None,
+        secrets: Sequence[str | bytes] | None = None,
+        replay_window: float = 300.0,
+        once_ttl: float = 3600.0,
         **redis_options: Any,
     ) -> None:
         """
@@ -413,6 +469,59 @@ class Relay:
                 redis-py's ``compute(failures) -> seconds`` (``redis.backoff``).
                 Default: ``EqualJitterBackoff(cap=5.0, base=0.05)``.
 
+            health_check_interval
+                After this many seconds without traffic, the listener sends
+                Redis a PING on its connection.
+
+            health_check_timeout
+                If no reply comes within this many seconds after the PING, the
+                connection is taken for dead (a half-open socket) and replaced:
+                a lost connection is noticed within ``health_check_interval +
+                health_check_timeout`` seconds at worst.
+
+            max_reconnect_attempts
+                Give up reconnecting after this many failed attempts in a row,
+                loudly (a CRITICAL log line; the listener stops). None, the
+                default, never gives up.
+
+            durable
+                Also append every message to a bounded Redis Stream of the
+                namespace. After a reconnect the listener reads what it missed
+                there and fires it, in order, without duplicates. Pub/sub stays
+                the fast path.
+
+            retention
+                Durable mode: keep at least the last ``retention`` messages
+                (the stream is trimmed approximately, by frames).
+
+            retention_seconds
+                Durable mode: also drop messages older than this.
+
+            worker_id
+                Durable mode: a stable name for this process (``"web-1"``). The
+                listener records what it has fired under this name, and a
+                restarted process with the same ``worker_id`` resumes from
+                there (within the retention). Without one, a process starts
+                from now.
+
+            secret
+                Sign every message with HMAC-SHA256 using this secret, and
+                reject messages that are unsigned, badly signed, older than
+                ``replay_window`` or already seen. Every process of the
+                namespace needs the secret.
+
+            secrets
+                Several secrets, for key rotation: sign with the first, accept
+                any. Use instead of ``secret``.
+
+            replay_window
+                With a secret: how old (in seconds, by the sender's clock) a
+                message may be to be accepted.
+
+            once_ttl
+                How long (seconds) the claim of a ``scope="once"`` receiver on
+                a message is kept in Redis.
+
             redis_options
                 Passed on to ``redis.Redis.from_url``.
         """
@@ -443,6 +552,31 @@ class Relay:
         self.queue_wait = queue_wait
         self.max_message_size = max_message_size
         self.backoff = backoff or EqualJitterBackoff(cap=5.0, base=0.05)
+        if health_check_interval <= 0 or health_check_timeout <= 0:
+            raise ValueError("health_check_interval and health_check_timeout must be positive")
+        self.health_check_interval = health_check_interval
+        self.health_check_timeout = health_check_timeout
+        self.max_reconnect_attempts = max_reconnect_attempts
+        if retention < 1:
+            raise ValueError(f"retention must be at least 1, not {retention}")
+        if worker_id is not None and not durable:
+            raise ValueError("worker_id= only means something with durable=True")
+        self.durable = durable
+        self.worker_id = worker_id
+        self._durable_log = (
+            Log(f"{_CHANNEL_PREFIX}:{self.namespace}:log", retention, retention_seconds)
+            if durable
+            else None
+        )
+        if secret is not None and secrets is not None:
+            raise TypeError("pass secret= or secrets=, not both")
+        all_secrets = [secret] if secret is not None else list(secrets or ())
+        # The namespace is part of the key: a frame signed for one namespace
+        # is refused on another that shares the secret.
+        self._keys = [signing_key(self.namespace, s) for s in all_secrets]
+        self._key = self._keys[0] if self._keys else None
+        self.replay_window = replay_window
+        self.once_ttl = once_ttl
 
         self._signals: dict[str, Signal] = {}
         self._outboxes: dict[str, _Outbox] = {}
@@ -459,6 +593,8 @@ class Relay:
         self._changes: deque[tuple[str, str, threading.Event]] = deque()
         self._frame_prefix = wire.frame_prefix(origin.origin_id())
         self._subscribed: set[str] = set()
+        self._cursor_id: str | None = None  # the last message fired (durable mode)
+        self._resume_position: str | None = None  # where to read the log from next
         self._remove_fork_hook = origin.after_fork(self._after_fork)
         with _open_bridges_lock:
             _open_bridges.add(self)
@@ -758,7 +894,8 @@ class Relay:
             self._publisher.put(item)
             return
         try:
-            self.transport.publish(item[0], wire.build_frame(self._frame_prefix, [item[1]]))
+            frames = _frames(self._frame_prefix, [item], self.max_message_size, self._key, True)
+            self.transport.publish_many(frames, self._durable_log)
         except TransportError:
             self._stats.add("publish_errors")
             self._stats.add("dropped")
@@ -797,18 +934,27 @@ class Relay:
 
     def _listen(self, subscription: Subscription) -> None:
         try:
-            failures = 0
+            if self.durable:
+                self._start_durable()
+            ping_sent: float | None = None
             while not self._stop_event.is_set():
                 try:
                     if self._changes:
                         self._apply_changes(subscription)
                     received = subscription.get(_POLL_SECONDS)
+                    if received is None:
+                        ping_sent = self._check_health(subscription, ping_sent)
+                        continue
                 except TransportError as exc:
-                    failures = self._reconnect(subscription, exc, failures)
+                    ping_sent = None
+                    if not self._recover(subscription, str(exc)):
+                        return
                     continue
-                failures = 0
-                if received is not None:
+                try:
                     self._handle(*received)
+                except Exception:
+                    self._stats.add("listener_errors")
+                    logger.exception("relay listener could not handle a message; going on")
         except BaseException:
             logger.critical(
                 "relay listener crashed; this process no longer receives signals", exc_info=True
@@ -817,55 +963,213 @@ class Relay:
         finally:
             subscription.close()
 
-    def _reconnect(self, subscription: Subscription, exc: Exception, failures: int) -> int:
-        if failures == 0:
-            logger.warning("relay listener lost Redis (%s); reconnecting", exc)
+    def _check_health(self, subscription: Subscription, ping_sent: float | None) -> float | None:
+        """PING after a silence; take the connection for dead if the PING goes unanswered."""
+        now = time.monotonic()
+        if ping_sent is not None and subscription.last_activity < ping_sent:
+            if now - ping_sent > self.health_check_timeout:
+                raise TransportError(
+                    f"no reply to PING within {self.health_check_timeout:g} s "
+                    "(the connection looks half-open)"
+                )
+            return ping_sent
+        if now - subscription.last_activity >= self.health_check_interval:
+            subscription.ping()
+            return now
+        return None
+
+    def _recover(self, subscription: Subscription, reason: str) -> bool:
+        """Reconnect with backoff until it works; False if stopped or given up."""
+        lost_at = time.monotonic()
+        self._stats.add("disconnects")
+        logger.warning("relay listener lost Redis (%s); reconnecting", reason)
+        disconnected.send_robust(self, reason=reason)
+        attempts = 0
         while not self._stop_event.is_set():
-            delay = self.backoff.compute(failures)
-            failures += 1
-            if self._stop_event.wait(delay):
-                break
+            if self._stop_event.wait(self.backoff.compute(attempts)):
+                return False
+            attempts += 1
             try:
                 subscription.reconnect()
+                if self.durable:
+                    self._catch_up()
             except TransportError as again:
+                if self.max_reconnect_attempts is not None and (
+                    attempts >= self.max_reconnect_attempts
+                ):
+                    logger.critical(
+                        "relay listener gave up after %d reconnection attempts (%s); this "
+                        "process no longer receives signals from namespace %r",
+                        attempts,
+                        again,
+                        self.namespace,
+                    )
+                    return False
                 self._log.warning(
                     "reconnect", "relay listener still cannot reach Redis (%s)", again
                 )
                 continue
-            logger.info("relay listener reconnected to %s", self.transport.description)
-            return 0
-        return failures
+            downtime = time.monotonic() - lost_at
+            self._stats.add("reconnects")
+            logger.info(
+                "relay listener reconnected to %s after %.2f s",
+                self.transport.description,
+                downtime,
+            )
+            reconnected.send_robust(self, reason=reason, downtime=downtime)
+            return True
+        return False
 
-    def _handle(self, channel: str, data: bytes) -> None:
+    # -- durable mode ---------------------------------------------------------
+
+    def _cursor_key(self) -> str:
+        return f"{_CHANNEL_PREFIX}:{self.namespace}:cursor:{self.worker_id}"
+
+    def _start_durable(self) -> None:
+        """Find where to resume: this worker's last message, else the end of the log."""
+        assert self._durable_log is not None
+        while not self._stop_event.is_set():
+            try:
+                if self.worker_id is not None and self._cursor_id is None:
+                    self._cursor_id = self.transport.get_value(self._cursor_key())
+                if self._cursor_id is not None:
+                    self._catch_up()
+                elif self._resume_position is None:
+                    newest = self.transport.read_log_backwards(self._durable_log, None, 1)
+                    self._resume_position = newest[0].position if newest else "0-0"
+                return
+            except TransportError as exc:
+                if not self._recover_quietly(exc):
+                    return
+
+    def _recover_quietly(self, exc: TransportError) -> bool:
+        self._log.warning("durable", "relay listener cannot read the durable log (%s)", exc)
+        return not self._stop_event.wait(1.0)
+
+    def _catch_up(self) -> None:
+        """Fire, in order, what the durable log holds after the last message seen."""
+        log = self._durable_log
+        assert log is not None
+        after = self._resume_position
+        if self._cursor_id is not None:
+            found = self._find_in_log(self._cursor_id)
+            if found is not None:
+                after = found
+            elif after is None:
+                logger.warning(
+                    "relay: the last message this worker saw is no longer in the durable log; "
+                    "replaying all it retains"
+                )
+                after = "0-0"
+        replayed = 0
+        while True:
+            entries = self.transport.read_log(log, after, _LOG_BATCH)
+            if not entries:
+                break
+            for entry in entries:
+                if entry.channel in self._subscribed:
+                    replayed += self._handle(entry.channel, entry.data, replay=True)
+                after = entry.position
+        self._resume_position = after
+        if replayed:
+            self._stats.add("replayed", replayed)
+            logger.info("relay listener replayed %d missed messages from the log", replayed)
+
+    def _find_in_log(self, message_id: str) -> str | None:
+        log = self._durable_log
+        assert log is not None
+        before = None
+        while True:
+            entries = self.transport.read_log_backwards(log, before, _LOG_BATCH)
+            if not entries:
+                return None
+            for entry in entries:
+                if message_id in entry.ids:
+                    return entry.position
+            before = entries[-1].position
+
+    def _remember(self, message: wire.Message) -> None:
+        self._cursor_id = message.id
+        if self.worker_id is not None:
+            try:
+                self.transport.set_value(self._cursor_key(), message.id)
+            except TransportError as exc:
+                self._log.warning("cursor", "relay could not record this worker's place (%s)", exc)
+
+    # -- handling messages ------------------------------------------------------
+
+    def _handle(self, channel: str, data: bytes, replay: bool = False) -> int:
+        """Decode a frame and fire its messages; return how many were fired."""
         name = self._channels.get(channel)
-        if name is None or data.startswith(self._frame_prefix):
-            return  # not ours to hear, or our own send coming back
+        if name is None:
+            return 0
+        signal = self._signals[name]
+        own = data.startswith(self._frame_prefix)
+        if own and not _has_once_receivers(signal):
+            return 0  # our own send coming back
         try:
-            messages = wire.decode_frame(data, max_size=self.max_message_size)
+            messages = wire.decode_frame(
+                data, max_size=self.max_message_size, keys=self._keys or None
+            )
         except wire.WireError as exc:
             self._reject(channel, str(exc))
-            return
-        signal = self._signals[name]
-        received = duplicates = 0
+            return 0
+        received = duplicates = fired = 0
+        last: wire.Message | None = None
         for message in messages:
             if message.signal != name:
                 self._reject(channel, f"message for signal {message.signal!r} on this channel")
+                continue
+            if (
+                self._keys
+                and not replay
+                and abs(time.time() - message.sent_at) > self.replay_window
+            ):
+                self._reject(channel, f"message outside the {self.replay_window:g} s replay window")
+                continue
+            last = message
+            if own:
+                self._fire_once(signal, message)
                 continue
             received += 1
             if not origin.seen.add(message.id):
                 duplicates += 1
                 continue
+            missing = origin.received.observe((self.namespace, message.origin, name), message.seq)
+            if missing is not None:
+                self._report_gap(message, name, *missing)
             self._fire(signal, message)
+            fired += 1
         self._stats.add("received", received)
         if duplicates:
             self._stats.add("duplicates", duplicates)
+        if self.durable and last is not None and not own:
+            self._remember(last)
+        return fired
+
+    def _report_gap(self, message: wire.Message, name: str, first: int, count: int) -> None:
+        self._stats.add("gaps")
+        self._stats.add("missed", count)
+        self._log.warning(
+            f"gap:{message.origin}",
+            "relay lost %d messages of %r from %s (from sequence number %d)",
+            count,
+            name,
+            message.origin,
+            first,
+        )
+        gap.send_robust(
+            self, origin=message.origin, signal_name=name, first_missing=first, count=count
+        )
 
     def _reject(self, channel: str, reason: str) -> None:
         self._stats.add("rejected")
         self._log.warning(f"reject:{reason}", "relay rejected a message on %s: %s", channel, reason)
 
     def _fire(self, signal: Signal, message: wire.Message) -> None:
-        sync, asynchronous = _remote_calls(signal, message.sender)
+        sync, asynchronous, once = _remote_calls(signal, message.sender)
+        if once:
+            self._claim_and_fire(signal, message, once)
         if not sync and not asynchronous:
             return
         token = _current_message.set(message)
@@ -888,6 +1192,55 @@ class Relay:
         finally:
             _current_message.reset(token)
             self._stats.add("fired", fired)
+            if errors:
+                self._stats.add("receiver_errors", errors)
+
+    def _fire_once(self, signal: Signal, message: wire.Message) -> None:
+        once = _remote_calls(signal, message.sender)[2]
+        if once:
+            self._claim_and_fire(signal, message, once)
+
+    def _claim_and_fire(
+        self, signal: Signal, message: wire.Message, calls: Iterable[_OnceCall]
+    ) -> None:
+        """Run each ``scope="once"`` receiver here if this process claims it first."""
+        won: list[_RemoteCall] = []
+        won_async: list[_RemoteCall] = []
+        for ref, weak, sender, key, is_async in calls:
+            claim = f"{_CHANNEL_PREFIX}:{self.namespace}:once:{message.id}:{key}"
+            try:
+                mine = self.transport.claim(claim, self.once_ttl)
+            except TransportError as exc:
+                self._stats.add("once_errors")
+                self._log.warning(
+                    "once", "relay could not claim a once receiver (%s); not running it", exc
+                )
+                continue
+            if not mine:
+                self._stats.add("once_skipped")
+                continue
+            (won_async if is_async else won).append((ref, weak, sender))
+        if not won and not won_async:
+            return
+        token = _current_message.set(message)
+        errors = 0
+        try:
+            for ref, weak, sender in won:
+                receiver = ref() if weak else ref
+                if receiver is None:
+                    continue
+                try:
+                    receiver(signal=signal, sender=sender, **message.kwargs)
+                except Exception as err:
+                    errors += 1
+                    self._log_receiver_error(receiver, message, err)
+            fired_async, errors_async = (
+                self._fire_async(signal, message, won_async) if won_async else (0, 0)
+            )
+            errors += errors_async
+        finally:
+            _current_message.reset(token)
+            self._stats.add("fired", len(won) + fired_async)
             if errors:
                 self._stats.add("receiver_errors", errors)
 
@@ -952,18 +1305,25 @@ def _hears_remote(signal: Signal) -> bool:
 
 
 _RemoteCall = tuple[Any, bool, object]  # (receiver or weak reference, is weak, sender to pass)
+_OnceCall = tuple[Any, bool, object, str, bool]  # ... plus the claim key and is_async
+
+
+def _has_once_receivers(signal: Signal) -> bool:
+    return any(entry.scope == "once" for entry in signal.receivers)
 
 
 def _remote_calls(
     signal: Signal, name: str | None
-) -> tuple[tuple[_RemoteCall, ...], tuple[_RemoteCall, ...]]:
+) -> tuple[tuple[_RemoteCall, ...], tuple[_RemoteCall, ...], tuple[_OnceCall, ...]]:
     """
-    The receivers of ``signal`` that a remote send from sender ``name`` fires.
+    The receivers of ``signal`` that a remote send from sender ``name`` fires:
+    ``(sync, async, once)``.
 
     Receivers connected for any sender always fire; one connected for a
     sender fires when the sender's name equals ``name``. Receivers whose scope
-    is ``"local"`` never fire. A receiver registered for two senders that
-    share the name fires once. Cached until the signal's receivers change.
+    is ``"local"`` never fire; those whose scope is ``"once"`` fire where they
+    are claimed. A receiver registered for two senders that share the name
+    fires once. Cached until the signal's receivers change.
     """
     snapshot = signal._current()
     cached = snapshot.cache.get(("remote", name))
@@ -978,9 +1338,11 @@ def _remote_calls(
             break
     sync: list[_RemoteCall] = []
     asynchronous: list[_RemoteCall] = []
+    once: list[_OnceCall] = []
     seen: set[tuple[object, bool]] = set()
     for entry in snapshot.entries:
-        if (entry.scope or default_scope) == "local":
+        scope = entry.scope or default_scope
+        if scope == "local":
             continue
         if entry.sender_ref is None:
             sender: object = local_sender
@@ -992,9 +1354,16 @@ def _remote_calls(
         if dedup in seen:
             continue
         seen.add(dedup)
+        if scope == "once":
+            receiver = entry.receiver() if entry.weak else entry.receiver
+            if receiver is None:
+                continue
+            key = str(entry.dispatch_uid) if entry.dispatch_uid else once_name(receiver)
+            once.append((entry.receiver, entry.weak, sender, key, entry.is_async))
+            continue
         call = (entry.receiver, entry.weak, sender)
         (asynchronous if entry.is_async else sync).append(call)
-    result = (tuple(sync), tuple(asynchronous))
+    result = (tuple(sync), tuple(asynchronous), tuple(once))
     if len(snapshot.cache) >= _REMOTE_CACHE_LIMIT:
         snapshot.cache.clear()
     snapshot.cache[("remote", name)] = result

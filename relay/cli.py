@@ -37,8 +37,11 @@ def _namespace(given: str | None) -> str:
     return given or os.environ.get("RELAY_NAMESPACE") or DEFAULT_NAMESPACE
 
 
-def _connect(url: str, namespace: str, **options: Any) -> Relay:
+def _connect(url: str, namespace: str, secret: str | None = None, **options: Any) -> Relay:
     """A bridge on ``url``, after checking that Redis answers."""
+    secret = secret or os.environ.get("RELAY_SECRET") or None
+    if secret:
+        options["secret"] = secret
     try:
         bridge = Relay(url, namespace=namespace, **options)
     except (TypeError, ValueError) as exc:
@@ -131,7 +134,7 @@ def register_app(bridge: Relay, spec: str, app: Any) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     spec, app = load_app(args.app)
-    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace))
+    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), args.secret)
     try:
         register_app(bridge, spec, app)
         bridge.run()
@@ -166,7 +169,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         kwargs.update(extra)
     if "signal" in kwargs or "sender" in kwargs:
         raise UsageError("'signal' and 'sender' are not allowed as keyword names")
-    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), publish="sync")
+    bridge = _connect(
+        _redis_url(args.redis_url), _namespace(args.namespace), args.secret, publish="sync"
+    )
     try:
         signal = Signal(name=args.signal)
         try:
@@ -195,7 +200,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     # Stop on SIGTERM as on Ctrl-C (exit 0): as PID 1 of a container (docker
     # compose stop) the default action of SIGTERM would be ignored.
     os_signal.signal(os_signal.SIGTERM, interrupt)
-    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace))
+    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), args.secret)
     try:
         return monitor(bridge, args.signal or None, as_json=args.json, limit=args.count)
     finally:
@@ -232,6 +237,11 @@ def _add_broker_options(parser: argparse.ArgumentParser) -> None:
         metavar="NS",
         help=f"namespace shared by the processes (default: $RELAY_NAMESPACE, else "
         f"{DEFAULT_NAMESPACE!r})",
+    )
+    parser.add_argument(
+        "--secret",
+        metavar="SECRET",
+        help="sign and verify messages with this shared secret (default: $RELAY_SECRET)",
     )
 
 

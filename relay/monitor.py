@@ -122,7 +122,8 @@ def monitor(
                 continue
             channel, data = received
             try:
-                lines = [format_message(m, as_json) for m in wire.decode_frame(data)]
+                messages = wire.decode_frame(data, keys=bridge._keys or None)
+                lines = [format_message(m, as_json) for m in messages]
             except wire.WireError as exc:
                 lines = [format_undecodable(channel, data, str(exc), as_json)]
             for line in lines:

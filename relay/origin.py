@@ -15,7 +15,16 @@ import socket
 import threading
 from collections.abc import Callable, Hashable, Iterator
 
-__all__ = ["SeenIds", "after_fork", "new_message_id", "origin_id", "seen", "sequence"]
+__all__ = [
+    "SeenIds",
+    "Sequences",
+    "after_fork",
+    "new_message_id",
+    "origin_id",
+    "received",
+    "seen",
+    "sequence",
+]
 
 _origin = ""
 _id_prefix = b""
@@ -122,3 +131,47 @@ class SeenIds:
 #: never fire one message twice.
 seen = SeenIds()
 after_fork(seen.forget_all)
+
+
+class Sequences:
+    """
+    The highest sequence number this process has received per key (a
+    namespace, an origin and a signal name), to notice lost messages.
+
+    Arguments:
+
+        capacity
+            How many keys to remember; the least recently seen are forgotten.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._last: dict[Hashable, int] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, key: Hashable, seq: int) -> tuple[int, int] | None:
+        """
+        Record ``seq`` for ``key``. Returns ``(first_missing, count)`` if it
+        skips numbers after the highest one seen so far, else None. The first
+        number seen for a key is never a gap: a process that starts listening
+        late, or an origin restarted under a new id, has lost nothing.
+        """
+        with self._lock:
+            last = self._last.pop(key, None)
+            self._last[key] = seq if last is None else max(last, seq)
+            if len(self._last) > self.capacity:
+                for old in list(itertools.islice(self._last, len(self._last) - self.capacity)):
+                    del self._last[old]
+        if last is not None and seq > last + 1:
+            return last + 1, seq - last - 1
+        return None
+
+    def forget_all(self) -> None:
+        """Start afresh without taking the lock (a thread may have held it at fork)."""
+        self._last = {}
+        self._lock = threading.Lock()
+
+
+#: Shared by every bridge of the process, so a gap is reported once.
+received = Sequences()
+after_fork(received.forget_all)

@@ -37,7 +37,7 @@ logger = logging.getLogger("relay.dispatch")
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The values ``Signal.connect(scope=...)`` accepts, besides ``None``.
-SCOPES: Final = ("all", "local")
+SCOPES: Final = ("all", "local", "once")
 
 _CO_VARKEYWORDS: Final = inspect.CO_VARKEYWORDS
 
@@ -125,6 +125,8 @@ class _Snapshot:
             key: ([], []) for key in (NONE_ID, *specific)
         }
         for entry in self.entries:
+            if entry.scope == "once":
+                continue  # run by one process's bridge listener, never in a local send
             getter = _getter(entry)
             sender_key = entry.key[1]
             targets = calls.values() if sender_key == NONE_ID else (calls[sender_key],)
@@ -145,6 +147,14 @@ class _Snapshot:
 
 def _live(getters: _Calls) -> list[Callable[..., Any]]:
     return [receiver for receiver in map(call, getters) if receiver is not None]
+
+
+def once_name(receiver: object) -> str:
+    """The dotted name by which processes recognise a receiver: ``module.qualname``."""
+    function = receiver.__func__ if type(receiver) is MethodType else receiver
+    module = getattr(function, "__module__", None) or "<unknown>"
+    qualname = getattr(function, "__qualname__", None) or "<unnamed>"
+    return f"{module}.{qualname}"
 
 
 def _receiver_name(receiver: object) -> str:
@@ -261,11 +271,16 @@ class Signal:
 
             scope
                 Which sends fire the receiver once the signal is registered
-                with a bridge: ``"all"`` (sends from every process) or
-                ``"local"`` (sends from this process only). ``None`` takes the
-                signal's default, ``"all"`` unless ``Relay.register(...,
-                scope=...)`` said otherwise. Without a bridge, ``"all"`` and
-                ``"local"`` mean the same.
+                with a bridge: ``"all"`` (sends from every process),
+                ``"local"`` (sends from this process only) or ``"once"``
+                (for each send anywhere, exactly one process that has this
+                receiver connected runs it, in its bridge's listener; never
+                inside the local ``send``). ``None`` takes the signal's
+                default, ``"all"`` unless ``Relay.register(..., scope=...)``
+                said otherwise. Without a bridge, ``"all"`` and ``"local"``
+                mean the same and ``"once"`` receivers never run. A ``"once"``
+                receiver needs a ``dispatch_uid`` or a module-level name: that
+                is how processes agree it is the same receiver.
         """
         self._connect(receiver, sender, weak, dispatch_uid, scope)
 
@@ -287,6 +302,11 @@ class Signal:
                 f"Unknown scope {scope!r}; use one of {', '.join(map(repr, SCOPES))} or None."
             )
 
+        if scope == "once" and not dispatch_uid and "<" in once_name(receiver):
+            raise ValueError(
+                f"scope='once' needs a dispatch_uid, or a receiver defined at module level "
+                f"(its dotted name is its identity across processes), not {receiver!r}"
+            )
         sender_id = _make_id(sender)
         lookup_key = (dispatch_uid if dispatch_uid else _make_id(receiver), sender_id)
         is_async = is_async_callable(receiver)

@@ -94,7 +94,12 @@ def namespace() -> str:
 def _close_bridges() -> Iterator[None]:
     """Close every bridge a test left open, so names never leak between tests."""
     yield
+    from relay import origin
     from relay.bridge import _open_bridges
 
     for bridge in list(_open_bridges):
         bridge.close()
+    # Each test stands for fresh processes: forget the ids and sequence
+    # numbers this one saw.
+    origin.seen.forget_all()
+    origin.received.forget_all()

@@ -17,6 +17,7 @@ import pytest
 from relay import Relay, Signal, TransportError, current_message, wire
 from relay.bridge import channel_for
 from relay.origin import origin_id
+from relay.transport import Log, Outgoing
 from relay.transport.redis import RedisTransport
 
 
@@ -38,17 +39,12 @@ class FlakyTransport(RedisTransport):
         self.gate.set()
         self.batches: list[list[tuple[str, bytes]]] = []
 
-    def publish(self, channel: str, data: bytes) -> int:
-        self.publish_many([(channel, data)])
-        return 1
-
-    def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
         self.gate.wait()
         if self.down:
             raise TransportError("broker is down (test)")
-        self.batches.append(list(items))
-        for channel, data in items:
-            self.client.publish(channel, data)
+        self.batches.append([(item.channel, item.data) for item in items])
+        super().publish_many(items, log)
 
 
 @pytest.fixture
@@ -190,8 +186,8 @@ def test_constructor_errors(client: fakeredis.FakeRedis) -> None:
 
 
 def test_unknown_scope_at_connect_is_refused() -> None:
-    with pytest.raises(ValueError, match="Unknown scope 'once'"):
-        Signal(name="a.b").connect(Recorder(), scope="once")
+    with pytest.raises(ValueError, match="Unknown scope 'twice'"):
+        Signal(name="a.b").connect(Recorder(), scope="twice")
 
 
 # -- sending -------------------------------------------------------------------

@@ -108,6 +108,10 @@ def test_fan_out_filtering_dedup_and_no_echo(
     assert [(n, remote) for _, n, remote in local_calls] == [(n, False) for n in range(50)]
     assert stats["published"] == 50 and stats["dropped"] == 0
 
+    # scope="once": across all workers, each send ran exactly once.
+    once_runs = sorted(r["n"] for worker in results for r in worker["got"].get("once", []))
+    assert once_runs == list(range(50))
+
     # Each worker runs two bridges on the namespace, whose listener threads
     # share the messages between them: each fires once, in any order.
     everything = list(range(50))
@@ -145,6 +149,8 @@ def test_fan_out_filtering_dedup_and_no_echo(
         assert numbers(got["uid_first"]) == everything
         assert "uid_second" not in got
         assert "local_only" not in got
+        # A scope="once" receiver never fires twice in one process.
+        assert len(numbers(got.get("once", []))) == len(set(numbers(got.get("once", []))))
         # Two bridges on the namespace in one process: each message reached both,
         # and exactly one of them fired it.
         stats_pair = (worker["stats"], worker["twin"])

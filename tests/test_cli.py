@@ -571,3 +571,47 @@ def test_errors_are_one_line_and_exit_2(case: str) -> None:
     arguments, mention = ERROR_CASES[case]
     result = run_relay(*arguments, script=case.startswith("send"))
     assert_one_line_error(result, mention)
+
+
+def test_send_and_monitor_with_a_secret(redis_url: str, namespace: str) -> None:
+    """A signed send is shown by a monitor with the secret, undecodable without it."""
+    import json as _json
+    import subprocess as _subprocess
+    import sys as _sys
+    import time as _time
+
+    import redis as _redis
+
+    raw = _redis.Redis.from_url(redis_url)
+    base = [_sys.executable, "-m", "relay"]
+    common = ["--namespace", namespace, "--redis-url", redis_url]
+    with_secret = _subprocess.Popen(
+        [*base, "monitor", "--json", "--count", "1", *common, "--secret", "s3cret"],
+        stdout=_subprocess.PIPE,
+        stderr=_subprocess.PIPE,
+        text=True,
+    )
+    without = _subprocess.Popen(
+        [*base, "monitor", "--json", "--count", "1", *common],
+        stdout=_subprocess.PIPE,
+        stderr=_subprocess.PIPE,
+        text=True,
+    )
+    deadline = _time.monotonic() + 30
+    # PUBSUB NUMPAT counts patterns, not clients: count the subscribed clients.
+    while sum(int(c.get("psub", 0)) > 0 for c in raw.client_list()) < 2:
+        assert _time.monotonic() < deadline, "the monitors did not subscribe"
+        _time.sleep(0.05)
+    sent = _subprocess.run(
+        [*base, "send", "a.b", "n=1", *common],
+        env={**os.environ, "RELAY_SECRET": "s3cret"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    good = _json.loads(with_secret.communicate(timeout=60)[0].strip())
+    bad = _json.loads(without.communicate(timeout=60)[0].strip())
+    raw.close()
+    assert good["signal"] == "a.b" and good["kwargs"] == {"n": "1"}
+    assert bad["undecodable"] == "signed frame but no secret configured"

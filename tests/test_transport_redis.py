@@ -7,7 +7,7 @@ import time
 import fakeredis
 import pytest
 
-from relay.transport import Subscription, TransportError
+from relay.transport import Log, Outgoing, Subscription, TransportError
 from relay.transport.redis import RedisTransport
 
 
@@ -38,10 +38,12 @@ def test_subscribe_is_a_barrier_and_messages_arrive_in_order(transport: RedisTra
     subscription.subscribe(["a", "b"])
     # No wait needed: subscribe() returned after the server confirmed.
     assert transport.publish("a", b"1") == 1
-    transport.publish_many([("b", b"2"), ("a", b"3"), ("c", b"not subscribed")])
+    transport.publish_many(
+        [Outgoing("b", b"2"), Outgoing("a", b"3"), Outgoing("c", b"not subscribed")]
+    )
     assert drain(subscription) == [("a", b"1"), ("b", b"2"), ("a", b"3")]
     subscription.unsubscribe(["a"])
-    transport.publish_many([("a", b"4"), ("b", b"5")])
+    transport.publish_many([Outgoing("a", b"4"), Outgoing("b", b"5")])
     assert drain(subscription) == [("b", b"5")]
     subscription.close()
     subscription.close()
@@ -62,7 +64,7 @@ def test_reconnect_keeps_every_channel_even_after_failed_attempts(
         subscription.subscribe(["c"])  # wanted, though it could not be sent
     server.connected = True
     subscription.reconnect()
-    transport.publish_many([("a", b"1"), ("b", b"2"), ("c", b"3")])
+    transport.publish_many([Outgoing("a", b"1"), Outgoing("b", b"2"), Outgoing("c", b"3")])
     assert drain(subscription) == [("a", b"1"), ("b", b"2"), ("c", b"3")]
 
 
@@ -73,7 +75,7 @@ def test_publish_errors_are_transport_errors(
     with pytest.raises(TransportError):
         transport.publish("a", b"x")
     with pytest.raises(TransportError):
-        transport.publish_many([("a", b"x"), ("b", b"y")])
+        transport.publish_many([Outgoing("a", b"x"), Outgoing("b", b"y")])
     with pytest.raises(TransportError):
         transport.check()
     server.connected = True
@@ -95,3 +97,37 @@ def test_construction_errors_and_description() -> None:
     assert RedisTransport("unix:///run/redis.sock?db=2").description == (
         "redis unix:/run/redis.sock db=2"
     )
+
+
+def test_durable_log_keeps_published_payloads_in_order(transport: RedisTransport) -> None:
+    log = Log("relay:ns:log", max_entries=1000)
+    transport.publish_many(
+        [Outgoing("a", b"1", "id1"), Outgoing("b", b"2", "id2,id3"), Outgoing("a", b"3", "id4")],
+        log,
+    )
+    entries = transport.read_log(log, None, 10)
+    assert [(e.channel, e.data, e.ids) for e in entries] == [
+        ("a", b"1", "id1"),
+        ("b", b"2", "id2,id3"),
+        ("a", b"3", "id4"),
+    ]
+    assert transport.read_log(log, entries[0].position, 1) == [entries[1]]
+    assert transport.read_log_backwards(log, None, 2) == [entries[2], entries[1]]
+    assert transport.read_log_backwards(log, entries[1].position, 5) == [entries[0]]
+    assert transport.read_log(log, entries[2].position, 5) == []
+
+
+def test_claims_are_exclusive_and_values_round_trip(transport: RedisTransport) -> None:
+    assert transport.claim("relay:ns:once:x", 60) is True
+    assert transport.claim("relay:ns:once:x", 60) is False
+    assert transport.get_value("relay:ns:cursor:w") is None
+    transport.set_value("relay:ns:cursor:w", "abc")
+    assert transport.get_value("relay:ns:cursor:w") == "abc"
+
+
+def test_a_refusal_from_redis_is_a_transport_error(
+    server: fakeredis.FakeServer, transport: RedisTransport
+) -> None:
+    transport.client.set("relay:ns:cursor:w", "x")
+    with pytest.raises(TransportError, match="Redis refused"):
+        transport.read_log(Log("relay:ns:cursor:w", 10), None, 1)  # not a stream: WRONGTYPE

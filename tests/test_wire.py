@@ -7,6 +7,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
+import hmac
 import math
 import re
 import threading
@@ -30,6 +32,7 @@ from relay.wire import (
     WireError,
     build_frame,
     decode_frame,
+    derive_key,
     encode_frame,
     encode_kwargs,
     frame_prefix,
@@ -821,7 +824,13 @@ def test_arbitrary_bytes_only_raise_wire_error(data: bytes) -> None:
 @FAST
 @given(VALUE_TREES, st.data())
 def test_mutated_frames_only_raise_wire_error(value: Any, data: st.DataObject) -> None:
-    frame = bytearray(frame_of(value))
+    with contextlib.suppress(WireError):
+        decode_frame(mutate(frame_of(value), data), max_depth=8, max_items=1000)
+
+
+def mutate(original: bytes, data: st.DataObject) -> bytes:
+    """``original`` with one to four bytes set, inserted or deleted, or cut short."""
+    frame = bytearray(original)
     edits = data.draw(
         st.lists(
             st.tuples(
@@ -843,8 +852,7 @@ def test_mutated_frames_only_raise_wire_error(value: Any, data: st.DataObject) -
             del frame[position]
         else:
             del frame[position:]
-    with contextlib.suppress(WireError):
-        decode_frame(bytes(frame), max_depth=8, max_items=1000)
+    return bytes(frame)
 
 
 # -- registered types ----------------------------------------------------------------
@@ -930,3 +938,306 @@ def test_name_unknown_to_the_receiving_process_is_refused(
     monkeypatch.delitem(wire._REGISTRY, "tests.Point")
     with pytest.raises(WireError, match=re.escape("unregistered type 'tests.Point'")):
         decode_frame(data)
+
+
+# -- signing -------------------------------------------------------------------------
+
+KEY = derive_key("test secret")
+OLD_KEY = derive_key("old test secret")
+TRAILER = 34  # b"\xc4\x20" and the 32-byte HMAC-SHA256
+
+
+def signed_frame(*kwargs: dict[str, Any], key: bytes = KEY) -> bytes:
+    return encode_frame([message(k, seq=n) for n, k in enumerate(kwargs or [{}])], key=key)
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def test_signed_frame_layout() -> None:
+    unsigned = encode_frame([message({"a": (1,)})])
+    signed = encode_frame([message({"a": (1,)})], key=KEY)
+    # The same bytes up to the mac, then bin 8 of the HMAC of all of them.
+    assert signed[:-TRAILER] == unsigned[:-1]
+    assert signed[-TRAILER:-32] == b"\xc4\x20"
+    assert signed[-32:] == hmac_sha256(KEY, signed[:-TRAILER])
+    assert msgpack.unpackb(signed) == [*msgpack.unpackb(unsigned)[:3], signed[-32:]]
+    assert signed.startswith(frame_prefix("host:1:abcd"))
+
+
+def test_build_frame_signed_matches_encode_frame() -> None:
+    kwargs = encode_kwargs({"n": 1})
+    packed = [pack_message(ID, seq, "s.x", None, 1.5, kwargs) for seq in (1, 2)]
+    assert build_frame(frame_prefix("o:1:x"), packed, key=KEY) == encode_frame(
+        [(ID, "o:1:x", seq, "s.x", None, 1.5, kwargs) for seq in (1, 2)], key=KEY
+    )
+    assert build_frame(frame_prefix("o"), [], key=KEY) == encode_frame([], origin="o", key=KEY)
+
+
+@pytest.mark.parametrize("length", [1, 16, 32, 63, 64, 65, 200])
+def test_signing_is_hmac_sha256_for_keys_of_any_length(length: int) -> None:
+    key = bytes(range(256))[:length]
+    for body in (b"", b"x" * 90, bytes(range(256)) * 20):
+        assert wire._sign(key, body) == hmac_sha256(key, body)
+    frame = build_frame(frame_prefix("o"), [], key=key)
+    assert frame[-32:] == hmac_sha256(key, frame[:-TRAILER])
+    assert decode_frame(frame, keys=[key]) == []
+
+
+def test_signed_frame_round_trips() -> None:
+    kwargs = [{"n": n, "t": (n, Decimal(n)), "p": Point(n, -n)} for n in range(5)]
+    sent = [message(k, seq=n) for n, k in enumerate(kwargs)]
+    decoded = decode_frame(encode_frame(sent, key=KEY), keys=[KEY])
+    assert decoded == decode_frame(encode_frame(sent))
+    assert [m.kwargs for m in decoded] == kwargs
+    assert decode_frame(encode_frame([], origin="o", key=KEY), keys=(KEY,)) == []
+
+
+def test_rotation_accepts_frames_signed_with_any_of_the_keys() -> None:
+    new = signed_frame({"v": "new"}, key=KEY)
+    old = signed_frame({"v": "old"}, key=OLD_KEY)
+    for keys in ([KEY, OLD_KEY], (OLD_KEY, KEY)):
+        assert decode_frame(new, keys=keys)[0].kwargs == {"v": "new"}
+        assert decode_frame(old, keys=keys)[0].kwargs == {"v": "old"}
+    with pytest.raises(WireError, match=r"^bad signature$"):
+        decode_frame(old, keys=[KEY])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode_frame([message({"a": 1})]),
+        encode_frame([], origin="o"),
+        raw_frame(raw_message()),
+        frame_of(b"\xc4\x20" + bytes(32)),  # looks signed in the middle, not at the end
+    ],
+)
+def test_unsigned_frame_is_refused_when_keys_are_given(data: bytes) -> None:
+    assert decode_frame(data) is not None
+    with pytest.raises(WireError, match=r"^unsigned frame$"):
+        decode_frame(data, keys=[KEY])
+
+
+def test_frame_signed_with_another_key_is_refused() -> None:
+    with pytest.raises(WireError, match=r"^bad signature$"):
+        decode_frame(signed_frame({"a": 1}, key=derive_key("someone else")), keys=[KEY])
+    with pytest.raises(WireError, match=r"^bad signature$"):
+        decode_frame(signed_frame({"a": 1}), keys=[OLD_KEY, derive_key("x")])
+
+
+def test_any_flipped_bit_is_refused() -> None:
+    frame = signed_frame({"a": (1, 2), "b": "x"})
+    assert decode_frame(frame, keys=[KEY])
+    marker = range(len(frame) - TRAILER, len(frame) - 32)
+    for bit in range(len(frame) * 8):
+        forged = bytearray(frame)
+        forged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(WireError) as info:
+            decode_frame(bytes(forged), keys=[KEY, OLD_KEY])
+        if bit // 8 in marker:
+            # No signed trailer left: "unsigned frame" if the digest ends in 0xc0.
+            assert str(info.value) in ("bad signature", "unsigned frame")
+        else:
+            assert str(info.value) == "bad signature"
+
+
+def test_truncated_or_extended_signed_frame_is_refused() -> None:
+    frame = signed_frame({"a": 1})
+    for length in range(len(frame)):
+        with pytest.raises(WireError):
+            decode_frame(frame[:length], keys=[KEY])
+    for extra in (b"\x00", frame[-TRAILER:]):
+        with pytest.raises(WireError, match=r"^bad signature$"):
+            decode_frame(frame + extra, keys=[KEY])
+    # It ends with a nil, not a signed trailer, any more.
+    with pytest.raises(WireError, match=r"^unsigned frame$"):
+        decode_frame(frame + b"\xc0", keys=[KEY])
+
+
+def test_signed_frame_is_refused_without_keys() -> None:
+    with pytest.raises(WireError, match=r"^signed frame but no secret configured$"):
+        decode_frame(signed_frame({"a": 1}))
+    with pytest.raises(WireError, match=r"^signed frame but no secret configured$"):
+        decode_frame(signed_frame({"a": 1}), keys=None)
+
+
+def test_signature_is_checked_before_anything_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    unpack = wire._unpack
+
+    def spy(data: bytes, max_size: int, max_items: int) -> Any:
+        calls.append(data)
+        return unpack(data, max_size, max_items)
+
+    def refuse(data: bytes, max_size: int, max_items: int) -> Any:
+        raise AssertionError("parsed a frame that failed verification")
+
+    frame = signed_frame({"a": 1})
+    forged = bytearray(frame)
+    forged[10] ^= 0x40
+    junk = bytes(range(256)) * 4
+    monkeypatch.setattr(wire, "_unpack", refuse)
+    for data, reason in [
+        (bytes(forged), "bad signature"),
+        (junk + b"\xc4\x20" + bytes(32), "bad signature"),
+        (junk, "bad signature"),
+        (b"", "bad signature"),
+        (frame[:-1], "bad signature"),
+        (frame[:-TRAILER] + b"\xc0", "unsigned frame"),
+        (signed_frame({"a": 1}, key=OLD_KEY), "bad signature"),
+    ]:
+        with pytest.raises(WireError, match=f"^{reason}$"):
+            decode_frame(data, keys=[KEY])
+    # The spy proves decode_frame() looks _unpack up where monkeypatch replaces it.
+    monkeypatch.setattr(wire, "_unpack", spy)
+    assert decode_frame(frame, keys=[KEY])
+    assert calls
+
+
+def test_size_limit_is_checked_before_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = signed_frame({"a": "x" * 100})
+    assert decode_frame(frame, keys=[KEY], max_size=len(frame))
+
+    def refuse(key: bytes, body: bytes) -> bytes:
+        raise AssertionError("hashed an oversized frame")
+
+    monkeypatch.setattr(wire, "_sign", refuse)
+    with pytest.raises(WireError, match="too large"):
+        decode_frame(frame, keys=[KEY], max_size=len(frame) - 1)
+
+
+def signed_by_a_key_holder(body: bytes) -> bytes:
+    return body + b"\xc4\x20" + hmac_sha256(KEY, body)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # The mac field is bin 8 of 34 bytes that swallows the trailer.
+        (b"\x94\x01\xa1o\x90\xc4\x22", "the mac is not the last field"),
+        (b"\x94\x01\xa1o\x90\xc0", "trailing bytes"),
+        (b"\x93\x01\xa1o", "bad frame: 3 elements instead of 4"),
+        (b"\x93\x01\xa1o\x90", "trailing bytes"),
+        (b"\x94\x02\xa1o\x90", "unknown wire version 2"),
+        (b"", "not a frame"),
+    ],
+)
+def test_signed_but_malformed_frame_is_refused(body: bytes, reason: str) -> None:
+    with pytest.raises(WireError, match=reason):
+        decode_frame(signed_by_a_key_holder(body), keys=[KEY])
+
+
+def test_keys_are_checked() -> None:
+    frame = signed_frame({"a": 1})
+    with pytest.raises(ValueError, match="keys must not be empty") as info:
+        decode_frame(frame, keys=[])
+    assert not isinstance(info.value, WireError)
+    with pytest.raises(TypeError, match="keys must be a sequence of keys, not bytes"):
+        decode_frame(frame, keys=KEY)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a key must be bytes, not str"):
+        decode_frame(frame, keys=["test secret"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="a key must not be empty"):
+        decode_frame(frame, keys=[b""])
+    with pytest.raises(ValueError, match="a key must not be empty"):
+        encode_frame([message({})], key=b"")
+    with pytest.raises(TypeError, match="a key must be bytes, not str"):
+        build_frame(frame_prefix("o"), [], key="test secret")  # type: ignore[arg-type]
+
+
+def test_the_key_cache_stays_small() -> None:
+    keys = [derive_key(str(n)) for n in range(3 * wire._MAC_CACHE_SIZE)]
+    for key in keys:
+        frame = build_frame(frame_prefix("o"), [], key=key)
+        assert frame[-32:] == hmac_sha256(key, frame[:-TRAILER])
+        assert len(wire._pads) <= wire._MAC_CACHE_SIZE
+    assert decode_frame(build_frame(frame_prefix("o"), [], key=keys[0]), keys=keys[:1]) == []
+
+
+def test_signing_from_many_threads_at_once() -> None:
+    keys = [KEY, OLD_KEY, derive_key("third")]
+    frames = [signed_frame({"n": n}, key=keys[n % 3]) for n in range(30)]
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                for n, frame in enumerate(frames):
+                    assert signed_frame({"n": n}, key=keys[n % 3]) == frame
+                    assert decode_frame(frame, keys=keys)[0].kwargs == {"n": n}
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.booleans())
+def test_arbitrary_bytes_only_raise_wire_error_with_keys(data: bytes, trailer: bool) -> None:
+    if trailer:  # junk that looks signed
+        data += b"\xc4\x20" + data[:32].ljust(32, b"\x00")
+    with pytest.raises(WireError):
+        decode_frame(data, max_size=400, max_depth=4, max_items=50, keys=[KEY, OLD_KEY])
+
+
+@FAST
+@given(VALUE_TREES, st.data())
+def test_mutated_signed_frames_only_raise_wire_error(value: Any, data: st.DataObject) -> None:
+    frame = encode_frame([message({"value": value})], key=KEY)
+    forged = mutate(frame, data)
+    if forged == frame:
+        assert decode_frame(forged, keys=[KEY])
+    else:
+        with pytest.raises(WireError):
+            decode_frame(forged, max_depth=8, max_items=1000, keys=[KEY, OLD_KEY])
+
+
+@FAST
+@given(VALUE_TREES, st.data())
+def test_mutated_frames_signed_by_a_key_holder_only_raise_wire_error(
+    value: Any, data: st.DataObject
+) -> None:
+    # Past the signature, the parser still treats the frame as hostile.
+    body = mutate(encode_frame([message({"value": value})], key=KEY)[:-TRAILER], data)
+    with contextlib.suppress(WireError):
+        decode_frame(signed_by_a_key_holder(body), max_depth=8, max_items=1000, keys=[KEY])
+
+
+# -- derive_key ------------------------------------------------------------------------
+
+
+def test_derive_key_takes_str_and_bytes() -> None:
+    key = derive_key("s3cret")
+    assert type(key) is bytes
+    assert len(key) == 32
+    assert key == derive_key(b"s3cret") == derive_key("s3cret")
+    assert derive_key("héllo ☃") == derive_key("héllo ☃".encode())
+    # Pinned: every process, of every version, must derive the same key.
+    assert key.hex() == "fb69bac39697a54a793fd5947c5a6d2e9e9ad70ed0d671172fbf51aa4416d8a1"
+    assert key == hmac_sha256(b"relay.wire frame signing key v1", b"s3cret")
+
+
+def test_derive_key_gives_different_secrets_different_keys() -> None:
+    secrets = ["a", "b", "A", "a ", " a", "ab", "é", "e\u0301", "\x00", "a\x00", "s3cret"]
+    keys = {derive_key(secret) for secret in secrets}
+    keys.add(derive_key(b"\xe9"))  # not the UTF-8 of "é"
+    keys.add(derive_key(b"\xff" * 100))
+    assert len(keys) == len(secrets) + 2
+    assert derive_key("s3cret") != hashlib.sha256(b"s3cret").digest()
+
+
+@pytest.mark.parametrize("secret", ["", b""])
+def test_derive_key_refuses_an_empty_secret(secret: str | bytes) -> None:
+    with pytest.raises(ValueError, match=r"^secret must not be empty$"):
+        derive_key(secret)
+
+
+@pytest.mark.parametrize("secret", [None, 1, bytearray(b"x"), ["x"]])
+def test_derive_key_refuses_other_types(secret: Any) -> None:
+    with pytest.raises(TypeError, match="secret must be str or bytes"):
+        derive_key(secret)

@@ -5,6 +5,13 @@ The bridge only ever talks to ``Transport`` and ``Subscription``; see
 ``relay.transport.base``. ``relay.transport.redis`` is the implementation.
 """
 
-from relay.transport.base import Subscription, Transport, TransportError
+from relay.transport.base import (
+    Log,
+    LogEntry,
+    Outgoing,
+    Subscription,
+    Transport,
+    TransportError,
+)
 
-__all__ = ["Subscription", "Transport", "TransportError"]
+__all__ = ["Log", "LogEntry", "Outgoing", "Subscription", "Transport", "TransportError"]

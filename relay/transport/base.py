@@ -4,10 +4,40 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
 
 class TransportError(ConnectionError):
     """The broker could not be reached, or a connection to it broke."""
+
+
+class Outgoing(NamedTuple):
+    """One payload to publish; ``ids`` lists its message ids for the durable log."""
+
+    channel: str
+    data: bytes
+    ids: str = ""
+
+
+class LogEntry(NamedTuple):
+    """One entry of the durable log: its position, channel, payload and message ids."""
+
+    position: str
+    channel: str
+    data: bytes
+    ids: str
+
+
+class Log(NamedTuple):
+    """
+    Where durable payloads are kept: a bounded log (a Redis Stream) at
+    ``key``, trimmed to about ``max_entries`` entries and, if
+    ``max_age_seconds`` is set, to that age.
+    """
+
+    key: str
+    max_entries: int
+    max_age_seconds: float | None = None
 
 
 class Subscription(ABC):
@@ -68,8 +98,31 @@ class Transport(ABC):
         """Publish one payload; return how many subscribers received it."""
 
     @abstractmethod
-    def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Publish several payloads in order, in one round trip where possible."""
+    def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
+        """
+        Publish several payloads in order, in one round trip where possible;
+        with ``log``, append each to the log first.
+        """
+
+    @abstractmethod
+    def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
+        """Up to ``count`` entries after position ``after`` (None: from the start), oldest first."""
+
+    @abstractmethod
+    def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
+        """Up to ``count`` entries before position ``before`` (None: the end), newest first."""
+
+    @abstractmethod
+    def get_value(self, key: str) -> str | None:
+        """The string stored at ``key``, or None."""
+
+    @abstractmethod
+    def set_value(self, key: str, value: str) -> None:
+        """Store ``value`` at ``key``."""
+
+    @abstractmethod
+    def claim(self, key: str, ttl_seconds: float) -> bool:
+        """Atomically create ``key`` for ``ttl_seconds``; False if it exists already."""
 
     @abstractmethod
     def subscription(self) -> Subscription:

@@ -13,7 +13,14 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from relay.transport.base import Subscription, Transport, TransportError
+from relay.transport.base import (
+    Log,
+    LogEntry,
+    Outgoing,
+    Subscription,
+    Transport,
+    TransportError,
+)
 
 _CONNECTION_ERRORS = (
     redis.exceptions.ConnectionError,
@@ -29,12 +36,24 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _entry(position: bytes | str, fields: dict[bytes, bytes]) -> LogEntry:
+    return LogEntry(
+        _text(position),
+        _text(fields.get(b"c", b"")),
+        fields.get(b"f", b""),
+        _text(fields.get(b"i", b"")),
+    )
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     try:
         yield
     except _CONNECTION_ERRORS as exc:
         raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        # NOPERM from an ACL, a read-only replica, ...: Redis refused.
+        raise TransportError(f"Redis refused: {exc}") from exc
 
 
 def _describe(client: redis.Redis) -> str:
@@ -189,15 +208,46 @@ class RedisTransport(Transport):
         with _translated():
             return int(self.client.publish(channel, data))
 
-    def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        if len(items) == 1:
-            self.publish(*items[0])
+    def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
+        if log is None and len(items) == 1:
+            self.publish(items[0].channel, items[0].data)
             return
         with _translated():
             pipe = self.client.pipeline(transaction=False)
-            for channel, data in items:
-                pipe.publish(channel, data)
+            for item in items:
+                if log is not None:
+                    fields = {"c": item.channel, "f": item.data, "i": item.ids}
+                    pipe.xadd(log.key, fields, maxlen=log.max_entries, approximate=True)  # type: ignore[arg-type]
+                pipe.publish(item.channel, item.data)
+            if log is not None and log.max_age_seconds is not None:
+                oldest = int((time.time() - log.max_age_seconds) * 1000)
+                pipe.xtrim(log.key, minid=str(oldest), approximate=True)
             pipe.execute()
+
+    def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
+        start = f"({after}" if after else "-"
+        with _translated():
+            entries: Any = self.client.xrange(log.key, min=start, max="+", count=count)
+        return [_entry(position, fields) for position, fields in entries]
+
+    def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
+        end = f"({before}" if before else "+"
+        with _translated():
+            entries: Any = self.client.xrevrange(log.key, max=end, min="-", count=count)
+        return [_entry(position, fields) for position, fields in entries]
+
+    def get_value(self, key: str) -> str | None:
+        with _translated():
+            value = self.client.get(key)
+        return None if value is None else _text(value)
+
+    def set_value(self, key: str, value: str) -> None:
+        with _translated():
+            self.client.set(key, value)
+
+    def claim(self, key: str, ttl_seconds: float) -> bool:
+        with _translated():
+            return bool(self.client.set(key, b"1", nx=True, px=max(1, int(ttl_seconds * 1000))))
 
     def subscription(self) -> RedisSubscription:
         return RedisSubscription(self.client)

@@ -74,6 +74,10 @@ def failing(sender: Any, **kwargs: Any) -> None:
     raise RuntimeError("this receiver always fails")
 
 
+def once_anywhere(sender: Any, **kwargs: Any) -> None:
+    record("once", sender, kwargs)
+
+
 async def async_any(sender: Any, **kwargs: Any) -> None:
     record("async_any", sender, kwargs)
 
@@ -95,6 +99,7 @@ def main() -> None:
     order_placed.connect(local_only, scope="local")
     order_placed.connect(failing)
     order_placed.connect(async_any)
+    order_placed.connect(once_anywhere, scope="once")
     stop.connect(on_stop)
 
     bridge = Relay(url, namespace=namespace)
