@@ -965,6 +965,10 @@ class Relay:
 
     def _check_health(self, subscription: Subscription, ping_sent: float | None) -> float | None:
         """PING after a silence; take the connection for dead if the PING goes unanswered."""
+        if not self._subscribed:
+            # Nothing to hear (a process that only sends): redis-py does not
+            # even read such a connection, so a PING would go unanswered.
+            return None
         now = time.monotonic()
         if ping_sent is not None and subscription.last_activity < ping_sent:
             if now - ping_sent > self.health_check_timeout:
@@ -1061,18 +1065,27 @@ class Relay:
                     "replaying all it retains"
                 )
                 after = "0-0"
+        # Read up to where the log ends now; what comes later arrives through
+        # pub/sub, which is subscribed already.
+        newest = self.transport.read_log_backwards(log, None, 1)
+        end = newest[0].position if newest else None
         replayed = 0
-        while True:
+        while end is not None and not self._stop_event.is_set():
             entries = self.transport.read_log(log, after, _LOG_BATCH)
-            if not entries:
-                break
+            fired = 0
             for entry in entries:
                 if entry.channel in self._subscribed:
-                    replayed += self._handle(entry.channel, entry.data, replay=True)
+                    fired += self._handle(entry.channel, entry.data, replay=True)
                 after = entry.position
-        self._resume_position = after
+                if entry.position == end:
+                    break
+            self._resume_position = after
+            if fired:
+                self._stats.add("replayed", fired)
+                replayed += fired
+            if not entries or after == end:
+                break
         if replayed:
-            self._stats.add("replayed", replayed)
             logger.info("relay listener replayed %d missed messages from the log", replayed)
 
     def _find_in_log(self, message_id: str) -> str | None:

@@ -372,3 +372,41 @@ def test_signed_bridges_talk_to_each_other(client: fakeredis.FakeRedis) -> None:
         wire.decode_frame(data)
     with pytest.raises(TypeError, match="not both"):
         make_bridge(client, secret="a", secrets=["b"])
+
+
+def test_a_bridge_that_only_sends_is_never_taken_for_disconnected(
+    client: fakeredis.FakeRedis, events: Recorder
+) -> None:
+    bridge = make_bridge(client, health_check_interval=0.05, health_check_timeout=0.05)
+    sig = bridge.register(Signal(name="a.b"))  # no receivers here: nothing subscribed
+    with bridge:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # many health-check periods
+            sig.send(None, n=1)
+            time.sleep(0.05)
+        assert bridge.flush(10)
+    assert bridge.stats()["disconnects"] == 0
+    assert events.calls == []
+
+
+def test_catch_up_stops_at_the_log_end_it_saw_and_when_stopped(
+    client: fakeredis.FakeRedis,
+) -> None:
+    first = make_bridge(client, durable=True, worker_id="w2")
+    sig = first.register(Signal(name="a.b"))
+    rec = Recorder()
+    sig.connect(rec, weak=False)
+    with first:
+        wait_until(lambda: first._resume_position is not None)
+        publish_durably(client, "a.b", 1, n=1)
+        wait_until(lambda: rec.numbers() == [1])
+    first.close()
+    for seq in range(2, 1200):  # a backlog of more than two read batches
+        append_missed(client, "a.b", seq, n=seq)
+    relay_origin.seen.forget_all()
+    second = make_bridge(client, durable=True, worker_id="w2")
+    second.register(sig)
+    with second:
+        wait_until(lambda: len(rec.calls) == 1199)
+        assert second.stats()["replayed"] == 1198
+    assert rec.numbers() == list(range(1, 1200))
