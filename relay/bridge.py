@@ -710,14 +710,7 @@ class Relay:
         with self._lock:
             if self._running:
                 return self
-            self._check_open()
-            subscription = self._open_subscription()
-            self._stop_event.clear()
-            self._running = True
-            for name, outbox in self._outboxes.items():
-                self._signals[name]._attach(outbox)
-            if self.publish_mode == "async":
-                self._publisher.start()
+            subscription = self._go_live()
             self._listener = threading.Thread(
                 target=self._listen,
                 args=(subscription,),
@@ -732,6 +725,18 @@ class Relay:
             len(self._signals),
         )
         return self
+
+    def _go_live(self) -> Subscription:
+        """Subscribe, attach to the signals and start publishing. Caller holds the lock."""
+        self._check_open()
+        subscription = self._open_subscription()
+        self._stop_event.clear()
+        self._running = True
+        for name, outbox in self._outboxes.items():
+            self._signals[name]._attach(outbox)
+        if self.publish_mode == "async":
+            self._publisher.start()
+        return subscription
 
     def _check_open(self) -> None:
         if self._closed:
@@ -822,14 +827,7 @@ class Relay:
                 raise RuntimeError(
                     "this bridge is already running; call run() or start(), not both"
                 )
-            self._check_open()
-            subscription = self._open_subscription()
-            self._stop_event.clear()
-            self._running = True
-            for name, outbox in self._outboxes.items():
-                self._signals[name]._attach(outbox)
-            if self.publish_mode == "async":
-                self._publisher.start()
+            subscription = self._go_live()
             self._listener = threading.current_thread()
         previous: dict[int, Any] = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
@@ -876,9 +874,15 @@ class Relay:
         publish attempts; ``dropped`` messages never published (queue full,
         stopped while Redis was away); ``received`` messages from other
         processes; ``fired`` receiver calls for them; ``duplicates`` messages
-        received again and ignored; ``rejected`` frames that did not decode or
-        were malformed; ``receiver_errors`` exceptions raised by receivers
-        fired for remote sends.
+        received again and ignored; ``rejected`` frames or messages that did
+        not decode, were malformed, unsigned, badly signed or too old;
+        ``receiver_errors`` exceptions raised by receivers fired for remote
+        sends; ``listener_errors`` unexpected errors the listener survived;
+        ``disconnects`` and ``reconnects`` of the listener; ``gaps`` jumps in
+        another process's sequence numbers and ``missed`` the messages they
+        skipped; ``replayed`` messages fired from the durable log;
+        ``once_skipped`` ``scope="once"`` runs another process claimed first
+        and ``once_errors`` claims that could not be made.
         """
         return self._stats.snapshot()
 
@@ -1127,38 +1131,45 @@ class Relay:
         except wire.WireError as exc:
             self._reject(channel, str(exc))
             return 0
-        received = duplicates = fired = 0
-        last: wire.Message | None = None
+        fresh: list[wire.Message] = []
+        duplicates = 0
+        check_window = bool(self._keys) and not replay
+        seen_add = origin.seen.add
         for message in messages:
             if message.signal != name:
                 self._reject(channel, f"message for signal {message.signal!r} on this channel")
                 continue
-            if (
-                self._keys
-                and not replay
-                and abs(time.time() - message.sent_at) > self.replay_window
-            ):
+            if check_window and abs(time.time() - message.sent_at) > self.replay_window:
                 self._reject(channel, f"message outside the {self.replay_window:g} s replay window")
                 continue
-            last = message
             if own:
                 self._fire_once(signal, message)
-                continue
-            received += 1
-            if not origin.seen.add(message.id):
+            elif seen_add(message.id):
+                fresh.append(message)
+            else:
                 duplicates += 1
-                continue
-            missing = origin.received.observe((self.namespace, message.origin, name), message.seq)
-            if missing is not None:
-                self._report_gap(message, name, *missing)
-            self._fire(signal, message)
-            fired += 1
-        self._stats.add("received", received)
+        if own or not (fresh or duplicates):
+            return 0
+        self._stats.add("received", len(fresh) + duplicates)
         if duplicates:
             self._stats.add("duplicates", duplicates)
-        if self.durable and last is not None and not own:
-            self._remember(last)
-        return fired
+        if not fresh:
+            return 0
+        # A frame holds the messages of one origin and signal.
+        key = (self.namespace, fresh[0].origin, name)
+        for first, count in origin.received.observe_many(key, [m.seq for m in fresh]):
+            self._report_gap(fresh[0], name, first, count)
+        fired = errors = 0
+        for message in fresh:
+            calls, failures = self._fire(signal, message)
+            fired += calls
+            errors += failures
+        self._stats.add("fired", fired)
+        if errors:
+            self._stats.add("receiver_errors", errors)
+        if self.durable:
+            self._remember(fresh[-1])
+        return len(fresh)
 
     def _report_gap(self, message: wire.Message, name: str, first: int, count: int) -> None:
         self._stats.add("gaps")
@@ -1179,12 +1190,13 @@ class Relay:
         self._stats.add("rejected")
         self._log.warning(f"reject:{reason}", "relay rejected a message on %s: %s", channel, reason)
 
-    def _fire(self, signal: Signal, message: wire.Message) -> None:
+    def _fire(self, signal: Signal, message: wire.Message) -> tuple[int, int]:
+        """Fire the receivers a remote message reaches; return (calls, errors)."""
         sync, asynchronous, once = _remote_calls(signal, message.sender)
         if once:
             self._claim_and_fire(signal, message, once)
         if not sync and not asynchronous:
-            return
+            return 0, 0
         token = _current_message.set(message)
         fired = errors = 0
         try:
@@ -1204,9 +1216,7 @@ class Relay:
                 errors += errors_async
         finally:
             _current_message.reset(token)
-            self._stats.add("fired", fired)
-            if errors:
-                self._stats.add("receiver_errors", errors)
+        return fired, errors
 
     def _fire_once(self, signal: Signal, message: wire.Message) -> None:
         once = _remote_calls(signal, message.sender)[2]

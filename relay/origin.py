@@ -149,22 +149,28 @@ class Sequences:
         self._last: dict[Hashable, int] = {}
         self._lock = threading.Lock()
 
-    def observe(self, key: Hashable, seq: int) -> tuple[int, int] | None:
+    def observe_many(self, key: Hashable, seqs: list[int]) -> list[tuple[int, int]]:
         """
-        Record ``seq`` for ``key``. Returns ``(first_missing, count)`` if it
-        skips numbers after the highest one seen so far, else None. The first
-        number seen for a key is never a gap: a process that starts listening
-        late, or an origin restarted under a new id, has lost nothing.
+        Record the sequence numbers of one frame, in order; return every jump
+        past the highest number seen so far as ``(first_missing, count)``.
+        The first number seen for a key is never a gap: a process that starts
+        listening late, or an origin restarted under a new id, has lost
+        nothing.
         """
+        gaps = []
         with self._lock:
             last = self._last.pop(key, None)
-            self._last[key] = seq if last is None else max(last, seq)
+            for seq in seqs:
+                if last is not None and seq > last + 1:
+                    gaps.append((last + 1, seq - last - 1))
+                if last is None or seq > last:
+                    last = seq
+            if last is not None:
+                self._last[key] = last
             if len(self._last) > self.capacity:
                 for old in list(itertools.islice(self._last, len(self._last) - self.capacity)):
                     del self._last[old]
-        if last is not None and seq > last + 1:
-            return last + 1, seq - last - 1
-        return None
+        return gaps
 
     def forget_all(self) -> None:
         """Start afresh without taking the lock (a thread may have held it at fork)."""

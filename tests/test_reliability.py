@@ -410,3 +410,14 @@ def test_catch_up_stops_at_the_log_end_it_saw_and_when_stopped(
         wait_until(lambda: len(rec.calls) == 1199)
         assert second.stats()["replayed"] == 1198
     assert rec.numbers() == list(range(1, 1200))
+
+
+def test_sequences_report_every_jump_once_including_inside_one_frame() -> None:
+    sequences = relay_origin.Sequences(capacity=2)
+    assert sequences.observe_many("a", [7, 8]) == []  # first sight: nothing lost
+    assert sequences.observe_many("a", [9, 12, 13, 20]) == [(10, 2), (14, 6)]
+    assert sequences.observe_many("a", [15]) == []  # late or repeated: not a gap
+    assert sequences.observe_many("a", [21]) == []
+    sequences.observe_many("b", [1])
+    sequences.observe_many("c", [1])  # over capacity: "a" is forgotten
+    assert sequences.observe_many("a", [40]) == []
