@@ -183,13 +183,13 @@ class _Outbox:
 
     def renew_origin(self) -> None:
         self._seq = origin.sequence((self.namespace, self.name))
+        self._packer = wire.MessagePacker(self.name)
 
     def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> _Item:
         message_id = origin.new_message_id()
-        packed = wire.pack_message(
+        packed = self._packer.pack(
             message_id,
             next(self._seq),
-            self.name,
             sender_name(sender),
             time.time(),
             wire.encode_kwargs(named),

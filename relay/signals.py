@@ -116,7 +116,7 @@ class _Snapshot:
     free for consumers such as the bridge and dies with the snapshot.
     """
 
-    __slots__ = ("any", "by_sender", "cache", "entries")
+    __slots__ = ("any", "by_sender", "cache", "entries", "has_async")
 
     def __init__(self, entries: Sequence[Registration]) -> None:
         self.entries = tuple(entries)
@@ -138,6 +138,7 @@ class _Snapshot:
             key: (tuple(sync), tuple(asynchronous)) for key, (sync, asynchronous) in calls.items()
         }
         self.cache: dict[Any, Any] = {}
+        self.has_async = any(e.is_async and e.scope != "once" for e in self.entries)
 
     def calls_for(self, sender: object) -> tuple[_Calls, _Calls]:
         if self.by_sender:
@@ -670,9 +671,15 @@ class Signal:
         Let each attached bridge validate and encode this send, before any
         receiver runs; return what to hand each one afterwards.
         """
-        if what is not None and self._current().calls_for(sender)[1]:
-            ensure_no_running_loop(what)
-        return [(outbox, outbox.prepare(self, sender, named)) for outbox in self._outboxes]
+        if what is not None:
+            snapshot = self._snapshot or self._refresh()
+            if snapshot.has_async and snapshot.calls_for(sender)[1]:
+                ensure_no_running_loop(what)
+        outboxes = self._outboxes
+        if len(outboxes) == 1:
+            outbox = outboxes[0]
+            return [(outbox, outbox.prepare(self, sender, named))]
+        return [(outbox, outbox.prepare(self, sender, named)) for outbox in outboxes]
 
     def _attach(self, outbox: Outbox) -> None:
         """

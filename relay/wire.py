@@ -32,6 +32,7 @@ import decimal
 import hashlib
 import hmac
 import math
+import struct
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "WIRE_VERSION",
     "Message",
+    "MessagePacker",
     "WireError",
     "build_frame",
     "decode_frame",
@@ -79,6 +81,10 @@ _CONTAINER_CODES: Final = frozenset({_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET})
 # recognise its own frames by their first bytes (see frame_prefix()).
 _FRAME_HEAD: Final = bytes([0x94, WIRE_VERSION])
 _MESSAGE_HEAD: Final = 0x96  # fixarray of 6
+_ID_HEAD: Final = b"\x96\xc4\x10"  # a message's header, then its id as bin 8 of 16 bytes
+_FLOAT_HEAD: Final = b"\xcb"  # float 64
+_pack_double: Final = struct.Struct(">d").pack
+_SENDER_CACHE: Final = 1024
 _NIL: Final = 0xC0
 _UNSIGNED_TRAILER: Final = b"\xc0"  # the nil mac
 _MAC_HEAD: Final = b"\xc4\x20"  # bin 8 of 32 bytes: the mac of a signed frame
@@ -343,6 +349,46 @@ def pack_message(
     # The five fields packed as an array; widen its header to six and append
     # the keyword arguments, already encoded, as the sixth.
     return b"%c%s%s" % (_MESSAGE_HEAD, head[1:], kwargs)
+
+
+class MessagePacker:
+    """
+    ``pack_message`` for one signal name, with the name packed once: the
+    bridge keeps one per registered signal.
+
+    Arguments:
+
+        signal
+            The signal name every message it packs carries.
+    """
+
+    __slots__ = ("_name", "_senders")
+
+    def __init__(self, signal: str) -> None:
+        self._name = _pack(signal)
+        self._senders: dict[str | None, bytes] = {None: b"\xc0"}
+
+    def pack(
+        self, message_id: bytes, seq: int, sender: str | None, sent_at: float, kwargs: bytes
+    ) -> bytes:
+        """The same bytes as ``pack_message(message_id, seq, signal, sender, sent_at, kwargs)``."""
+        packed_sender = self._senders.get(sender)
+        if packed_sender is None:
+            packed_sender = _pack(sender)
+            if len(self._senders) < _SENDER_CACHE:
+                self._senders[sender] = packed_sender
+        return b"".join(
+            (
+                _ID_HEAD,
+                message_id,
+                _pack(seq),
+                self._name,
+                packed_sender,
+                _FLOAT_HEAD,
+                _pack_double(sent_at),
+                kwargs,
+            )
+        )
 
 
 def frame_prefix(origin: str) -> bytes:

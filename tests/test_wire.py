@@ -1241,3 +1241,21 @@ def test_derive_key_refuses_an_empty_secret(secret: str | bytes) -> None:
 def test_derive_key_refuses_other_types(secret: Any) -> None:
     with pytest.raises(TypeError, match="secret must be str or bytes"):
         derive_key(secret)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(min_value=0, max_value=2**64 - 1),
+    sender=st.none() | st.text(max_size=40),
+    sent_at=st.floats(allow_nan=False, allow_infinity=False),
+    name=st.text(min_size=1, max_size=40),
+)
+def test_message_packer_packs_exactly_as_pack_message(
+    seq: int, sender: str | None, sent_at: float, name: str
+) -> None:
+    kwargs = encode_kwargs({"n": 1, "t": (1, 2)})
+    packer = wire.MessagePacker(name)
+    for _ in range(2):  # the second time from its sender cache
+        assert packer.pack(ID, seq, sender, sent_at, kwargs) == pack_message(
+            ID, seq, name, sender, sent_at, kwargs
+        )
