@@ -127,8 +127,9 @@ def monitor(
             except wire.WireError as exc:
                 lines = [format_undecodable(channel, data, str(exc), as_json)]
             for line in lines:
-                print(line, file=out, flush=True)
+                out.write(line + "\n")
                 printed += 1
+            out.flush()
     except KeyboardInterrupt:
         pass
     finally:
