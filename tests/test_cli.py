@@ -597,21 +597,27 @@ def test_send_and_monitor_with_a_secret(redis_url: str, namespace: str) -> None:
         stderr=_subprocess.PIPE,
         text=True,
     )
-    deadline = _time.monotonic() + 30
-    # PUBSUB NUMPAT counts patterns, not clients: count the subscribed clients.
-    while sum(int(c.get("psub", 0)) > 0 for c in raw.client_list()) < 2:
-        assert _time.monotonic() < deadline, "the monitors did not subscribe"
-        _time.sleep(0.05)
-    sent = _subprocess.run(
-        [*base, "send", "a.b", "n=1", *common],
-        env={**os.environ, "RELAY_SECRET": "s3cret"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert sent.returncode == 0, sent.stderr
-    good = _json.loads(with_secret.communicate(timeout=60)[0].strip())
-    bad = _json.loads(without.communicate(timeout=60)[0].strip())
-    raw.close()
+    try:
+        deadline = _time.monotonic() + 30
+        # PUBSUB NUMPAT counts patterns, not clients: count the subscribed clients.
+        while sum(int(c.get("psub", 0)) > 0 for c in raw.client_list()) < 2:
+            assert _time.monotonic() < deadline, "the monitors did not subscribe"
+            _time.sleep(0.05)
+        sent = _subprocess.run(
+            [*base, "send", "a.b", "n=1", *common],
+            env={**os.environ, "RELAY_SECRET": "s3cret"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        good = _json.loads(with_secret.communicate(timeout=60)[0].strip())
+        bad = _json.loads(without.communicate(timeout=60)[0].strip())
+        raw.close()
+    finally:
+        for process in (with_secret, without):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     assert good["signal"] == "a.b" and good["kwargs"] == {"n": "1"}
     assert bad["undecodable"] == "signed frame but no secret configured"
