@@ -1197,6 +1197,16 @@ class Relay:
             self._claim_and_fire(signal, message, once)
         if not sync and not asynchronous:
             return 0, 0
+        return self._call(signal, message, sync, asynchronous)
+
+    def _call(
+        self,
+        signal: Signal,
+        message: wire.Message,
+        sync: Iterable[_RemoteCall],
+        asynchronous: Iterable[_RemoteCall],
+    ) -> tuple[int, int]:
+        """Call receivers robustly, with ``current_message()`` set; return (calls, errors)."""
         token = _current_message.set(message)
         fired = errors = 0
         try:
@@ -1245,27 +1255,10 @@ class Relay:
             (won_async if is_async else won).append((ref, weak, sender))
         if not won and not won_async:
             return
-        token = _current_message.set(message)
-        errors = 0
-        try:
-            for ref, weak, sender in won:
-                receiver = ref() if weak else ref
-                if receiver is None:
-                    continue
-                try:
-                    receiver(signal=signal, sender=sender, **message.kwargs)
-                except Exception as err:
-                    errors += 1
-                    self._log_receiver_error(receiver, message, err)
-            fired_async, errors_async = (
-                self._fire_async(signal, message, won_async) if won_async else (0, 0)
-            )
-            errors += errors_async
-        finally:
-            _current_message.reset(token)
-            self._stats.add("fired", len(won) + fired_async)
-            if errors:
-                self._stats.add("receiver_errors", errors)
+        fired, errors = self._call(signal, message, won, won_async)
+        self._stats.add("fired", fired)
+        if errors:
+            self._stats.add("receiver_errors", errors)
 
     def _fire_async(
         self, signal: Signal, message: wire.Message, calls: Iterable[tuple[Any, bool, object]]
