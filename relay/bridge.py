@@ -24,7 +24,7 @@ from redis.backoff import EqualJitterBackoff
 
 from relay import origin, wire
 from relay._async import run_coroutine_sync
-from relay.naming import sender_name
+from relay.naming import class_named, sender_name
 from relay.signals import Registration, Signal, once_name
 from relay.transport.base import Log, Outgoing, Subscription, Transport, TransportError
 
@@ -1335,8 +1335,10 @@ def _remote_calls(
     The receivers of ``signal`` that a remote send from sender ``name`` fires:
     ``(sync, async, once)``.
 
-    Receivers connected for any sender always fire; one connected for a
-    sender fires when the sender's name equals ``name``. Receivers whose scope
+    Receivers connected for any sender always fire, and are given the local
+    sender of that name (a class named with ``relay.naming.register_name``, or
+    the sender another receiver was connected for), else the name itself; one
+    connected for a sender fires when the sender's name equals ``name``. Receivers whose scope
     is ``"local"`` never fire; those whose scope is ``"once"`` fire where they
     are claimed. A receiver registered for two senders that share the name
     fires once. Cached until the signal's receivers change.
@@ -1346,7 +1348,8 @@ def _remote_calls(
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     default_scope = signal.default_scope
-    local_sender: object = name
+    registered = class_named(name)
+    local_sender: object = name if registered is None else registered
     for entry in snapshot.entries:
         candidate = entry.sender_ref() if entry.sender_ref is not None else None
         if candidate is not None and sender_name(candidate) == name:

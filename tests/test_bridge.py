@@ -413,6 +413,30 @@ def test_remote_sends_fire_receivers_by_sender_name(
     assert (stats["received"], stats["fired"]) == (3, 5)
 
 
+class Labelled:
+    """A class named with relay.naming.register_name (as Django models are)."""
+
+
+def test_a_registered_class_name_crosses_and_comes_back_as_the_class(
+    bridge: Relay, client: fakeredis.FakeRedis, transport: FlakyTransport
+) -> None:
+    from relay.naming import register_name
+
+    register_name(Labelled, "tests.Labelled")
+    sig = bridge.register(Signal(name="shop.labelled"))
+    anyone = Recorder()
+    sig.connect(anyone, weak=False)
+    with bridge:
+        sig.send(sender=Labelled)
+        bridge.flush()
+        inject(client, "shop.labelled", foreign_frame("shop.labelled", "tests.Labelled"))
+        wait_until(lambda: len(anyone.calls) == 2)
+    sent = wire.decode_frame(transport.batches[0][0][1])
+    assert sent[0].sender == "tests.Labelled"
+    # Locally and from elsewhere, the any-sender receiver gets the class itself.
+    assert [c["sender"] for c in anyone.calls] == [Labelled, Labelled]
+
+
 def test_register_scope_local_sets_the_default(bridge: Relay, client: fakeredis.FakeRedis) -> None:
     sig = bridge.register(Signal(name="a.b"), scope="local")
     default, opted_in = Recorder(), Recorder()

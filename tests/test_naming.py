@@ -110,3 +110,33 @@ def test_other_objects_are_named_by_their_type(sender: object, name: str) -> Non
 
 def test_instances_of_one_class_share_a_name() -> None:
     assert sender_name(Model()) == sender_name(Model()) == sender_name(Model)
+
+
+class Named:
+    pass
+
+
+class Other:
+    pass
+
+
+def test_register_name_names_a_class_and_resolves_it_back() -> None:
+    from relay.naming import class_named, register_name
+
+    assert sender_name(Named) == f"{__name__}.Named"
+    register_name(Named, "tests.Named")
+    assert sender_name(Named) == "tests.Named"
+    assert sender_name(Named()) == f"{__name__}.Named"  # instances keep their type's path
+    assert class_named("tests.Named") is Named
+    assert class_named("tests.Nope") is None
+    assert class_named(None) is None
+    register_name(Named, "tests.Named")  # the same pair again is harmless
+    with pytest.raises(ValueError, match="already named 'tests.Named'"):
+        register_name(Named, "tests.Renamed")
+    with pytest.raises(ValueError, match="already belongs to"):
+        register_name(Other, "tests.Named")
+    with pytest.raises(TypeError, match="takes a class"):
+        register_name(Named(), "x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="non-empty str"):
+        register_name(Other, "")
+    assert sender_name(Other) == f"{__name__}.Other"
