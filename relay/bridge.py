@@ -9,6 +9,7 @@ processes and fires the same signals' receivers there, robustly.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import signal as os_signal
@@ -16,9 +17,9 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from types import FrameType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from redis.backoff import EqualJitterBackoff
 
@@ -72,6 +73,8 @@ reconnected = Signal(name="relay.reconnected")
 #: ``signal_name``, ``first_missing`` (a sequence number) and ``count``.
 gap = Signal(name="relay.gap")
 
+_T = TypeVar("_T")
+
 _current_message: contextvars.ContextVar[wire.Message | None] = contextvars.ContextVar(
     "relay_current_message", default=None
 )
@@ -88,7 +91,7 @@ def current_message() -> wire.Message | None:
 
 
 # Every bridge of this process that is not closed, to keep names unambiguous.
-_open_bridges: weakref.WeakSet[Relay] = weakref.WeakSet()
+_open_bridges: weakref.WeakSet[_Bridge] = weakref.WeakSet()
 _open_bridges_lock = threading.Lock()
 
 
@@ -174,7 +177,7 @@ _Item = tuple[str, bytes, bytes]  # (channel, message packed by wire.pack_messag
 class _Outbox:
     """What a bridge attaches to one registered signal (see ``Signal._attach``)."""
 
-    def __init__(self, bridge: Relay, name: str) -> None:
+    def __init__(self, bridge: _Bridge, name: str) -> None:
         self.bridge = bridge
         self.namespace = bridge.namespace
         self.name = name
@@ -205,6 +208,9 @@ class _Outbox:
 
     def hand_off(self, item: _Item) -> None:
         self.bridge._hand_off(item)
+
+    async def ahand_off(self, item: _Item) -> None:
+        await self.bridge._ahand_off(item)
 
     def receiver_connected(self, registration: Registration) -> None:
         self.bridge._receiver_connected(self, registration)
@@ -387,18 +393,26 @@ def _frames(
     return frames
 
 
-class Relay:
-    """
-    A bridge that relays sends on registered signals to every other process
-    on the same namespace, through Redis pub/sub.
+class _Accepted(NamedTuple):
+    """What a received frame holds that this process must act on."""
 
-    Use it as a context manager, or call ``start()`` and ``stop()``::
+    signal: Signal
+    own: list[wire.Message]  # this process's own messages (only once receivers may fire)
+    fresh: list[wire.Message]  # messages of other processes seen for the first time
+    gaps: list[dict[str, Any]]  # keyword arguments for the ``gap`` signal
 
-        order_placed = Signal(name="shop.order_placed")
-        bridge = Relay("redis://127.0.0.1:6379/0", namespace="shop")
-        bridge.register(order_placed)
-        bridge.start()
-    """
+
+# The I/O-free algorithms below (reconnecting, durable catch-up, claiming) are
+# generators that yield the operations they need, so the threaded and the
+# asyncio bridge drive the same code: each performs the operations its own way
+# (see ``Relay._perform`` and ``AsyncRelay._perform``) and sends the result
+# back, or throws the error in.
+_Op = tuple[Any, ...]
+_Steps = Generator[_Op, Any, _T]
+
+
+class _Bridge:
+    """What the threaded ``Relay`` and ``relay.aio.AsyncRelay`` share."""
 
     def __init__(
         self,
@@ -406,7 +420,7 @@ class Relay:
         *,
         namespace: str,
         client: Any = None,
-        transport: Transport | None = None,
+        transport: Any = None,
         publish: Literal["async", "sync"] = "async",
         max_queue: int = 10_000,
         queue_wait: float = 0.1,
@@ -426,7 +440,7 @@ class Relay:
         **redis_options: Any,
     ) -> None:
         """
-        Create a bridge; it does nothing until ``start()`` (or ``run()``).
+        Create a bridge; it does nothing until it is started.
 
         Arguments:
 
@@ -439,23 +453,27 @@ class Relay:
                 (Redis pub/sub ignores database numbers). No ``:`` or spaces.
 
             client
-                An existing ``redis.Redis`` client, instead of ``url``.
+                An existing redis-py client, instead of ``url``: a
+                ``redis.Redis`` for ``Relay``, a ``redis.asyncio.Redis`` for
+                ``AsyncRelay``.
 
             transport
-                An object implementing ``relay.transport.Transport``, instead
-                of ``url`` or ``client``.
+                An object implementing ``relay.transport.Transport`` (for
+                ``Relay``) or ``relay.transport.AsyncTransport`` (for
+                ``AsyncRelay``), instead of ``url`` or ``client``.
 
             publish
-                ``"async"`` (the default): ``send`` queues the message and a
-                background thread publishes it, so a send never waits on the
-                network. ``"sync"``: ``send`` publishes before it returns and
-                raises ``relay.transport.TransportError`` if Redis fails.
+                ``"async"`` (the default): a send queues the message and a
+                background publisher sends it on, so a send never waits on
+                the network. ``"sync"``: a send publishes before it returns
+                and raises ``relay.transport.TransportError`` if Redis fails.
 
             max_queue
                 How many messages may wait to be published. When the queue is
-                full, ``send`` waits up to ``queue_wait`` seconds for room (only
-                while Redis is reachable), then drops the oldest message, logs
-                it and counts it in ``stats()["dropped"]``.
+                full, ``Relay`` waits up to ``queue_wait`` seconds for room
+                (only while Redis is reachable), then drops the oldest message,
+                logs it and counts it in ``stats()["dropped"]``. ``AsyncRelay``
+                never blocks the event loop: it drops the oldest at once.
 
             queue_wait
                 See ``max_queue``. 0 never waits.
@@ -523,7 +541,7 @@ class Relay:
                 a message is kept in Redis.
 
             redis_options
-                Passed on to ``redis.Redis.from_url``.
+                Passed on to redis-py's ``Redis.from_url``.
         """
         self.namespace = _check_namespace(namespace)
         if publish not in ("async", "sync"):
@@ -535,15 +553,9 @@ class Relay:
                 f"max_message_size must be at least 1024 bytes, not {max_message_size}"
             )
         if transport is None:
-            from relay.transport.redis import RedisTransport
-
             if url is None and client is None:
-                raise TypeError("Relay needs a Redis URL, client=redis.Redis(...) or transport=")
-            transport = (
-                RedisTransport(client=client)
-                if client is not None and url is None
-                else RedisTransport(url, client=client, **redis_options)
-            )
+                raise TypeError(f"{type(self).__name__} needs a Redis URL, client= or transport=")
+            transport = self._make_transport(url, client, redis_options)
         elif url is not None or client is not None:
             raise TypeError("pass only one of url, client= and transport=")
         self.transport = transport
@@ -583,27 +595,29 @@ class Relay:
         self._channels: dict[str, str] = {}  # channel -> signal name
         self._stats = _Stats()
         self._log = _RateLimitedLog()
-        self._publisher = _Publisher(self)
         self._lock = threading.RLock()
         self._running = False
         self._closed = False
-        self._listener: threading.Thread | None = None
-        self._subscription: Subscription | None = None
-        self._stop_event = threading.Event()
-        self._changes: deque[tuple[str, str, threading.Event]] = deque()
         self._frame_prefix = wire.frame_prefix(origin.origin_id())
         self._subscribed: set[str] = set()
         self._cursor_id: str | None = None  # the last message fired (durable mode)
         self._resume_position: str | None = None  # where to read the log from next
+        self._setup()
         self._remove_fork_hook = origin.after_fork(self._after_fork)
         with _open_bridges_lock:
             _open_bridges.add(self)
 
+    def _setup(self) -> None:
+        """Create what the concrete bridge needs besides the shared state."""
+
+    def _make_transport(self, url: str | None, client: Any, options: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return (
-            f"<Relay namespace={self.namespace!r} {self.transport.description} {state} "
-            f"signals={len(self._signals)}>"
+            f"<{type(self).__name__} namespace={self.namespace!r} "
+            f"{self.transport.description} {state} signals={len(self._signals)}>"
         )
 
     # -- registration -------------------------------------------------------
@@ -640,7 +654,7 @@ class Relay:
             if signal.name is None:
                 raise ValueError(
                     f"{signal!r} has no name; create it with Signal(name='app.signal') or "
-                    "register it with Relay.register(signal, name='app.signal')"
+                    "register it with register(signal, name='app.signal')"
                 )
             name = signal.name
         elif signal.name is not None and signal.name != name:
@@ -692,6 +706,418 @@ class Relay:
                 self._subscribe(outbox.channel)
 
     def _subscribe(self, channel: str) -> None:
+        """Have the listener subscribe to ``channel`` (the caller holds the lock)."""
+        raise NotImplementedError
+
+    def _hand_off(self, item: _Item) -> None:
+        raise NotImplementedError
+
+    async def _ahand_off(self, item: _Item) -> None:
+        raise NotImplementedError
+
+    def _listening_channels(self) -> set[str]:
+        # Only signals with receivers that remote sends can fire are heard: a
+        # process that only sends never reads its own messages back.
+        return {
+            outbox.channel
+            for name, outbox in self._outboxes.items()
+            if _hears_remote(self._signals[name])
+        }
+
+    def _attach_all(self) -> None:
+        for name, outbox in self._outboxes.items():
+            self._signals[name]._attach(outbox)
+
+    def _detach_all(self) -> None:
+        for name, outbox in self._outboxes.items():
+            self._signals[name]._detach(outbox)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"this bridge is closed; create a new {type(self).__name__}")
+
+    def _forget(self) -> None:
+        """Mark the bridge closed and free its signal names (the caller stops it first)."""
+        with self._lock:
+            self._detach_all()
+            self._closed = True
+        with _open_bridges_lock:
+            _open_bridges.discard(self)
+        self._remove_fork_hook()
+
+    def stats(self) -> dict[str, int]:
+        """
+        Counters since the bridge was created:
+
+        ``published`` messages handed to Redis; ``publish_errors`` failed
+        publish attempts; ``dropped`` messages never published (queue full,
+        stopped while Redis was away); ``received`` messages from other
+        processes; ``fired`` receiver calls for them; ``duplicates`` messages
+        received again and ignored; ``rejected`` frames or messages that did
+        not decode, were malformed, unsigned, badly signed or too old;
+        ``receiver_errors`` exceptions raised by receivers fired for remote
+        sends; ``listener_errors`` unexpected errors the listener survived;
+        ``disconnects`` and ``reconnects`` of the listener; ``gaps`` jumps in
+        another process's sequence numbers and ``missed`` the messages they
+        skipped; ``replayed`` messages fired from the durable log;
+        ``once_skipped`` ``scope="once"`` runs another process claimed first
+        and ``once_errors`` claims that could not be made.
+        """
+        return self._stats.snapshot()
+
+    @property
+    def running(self) -> bool:
+        """True between start and stop."""
+        return self._running
+
+    # -- handling messages (shared) ------------------------------------------
+
+    def _accept(self, channel: str, data: bytes, replay: bool) -> _Accepted | None:
+        """Decode and check a frame; sort its messages into own and fresh ones."""
+        name = self._channels.get(channel)
+        if name is None:
+            return None
+        signal = self._signals[name]
+        own = data.startswith(self._frame_prefix)
+        if own and not _has_once_receivers(signal):
+            return None  # our own send coming back
+        try:
+            messages = wire.decode_frame(
+                data, max_size=self.max_message_size, keys=self._keys or None
+            )
+        except wire.WireError as exc:
+            self._reject(channel, str(exc))
+            return None
+        accepted: list[wire.Message] = []
+        duplicates = 0
+        check_window = bool(self._keys) and not replay
+        seen_add = origin.seen.add
+        for message in messages:
+            if message.signal != name:
+                self._reject(channel, f"message for signal {message.signal!r} on this channel")
+                continue
+            if check_window and abs(time.time() - message.sent_at) > self.replay_window:
+                self._reject(channel, f"message outside the {self.replay_window:g} s replay window")
+                continue
+            if own or seen_add(message.id):
+                accepted.append(message)
+            else:
+                duplicates += 1
+        if own:
+            return _Accepted(signal, accepted, [], []) if accepted else None
+        if not (accepted or duplicates):
+            return None
+        self._stats.add("received", len(accepted) + duplicates)
+        if duplicates:
+            self._stats.add("duplicates", duplicates)
+        if not accepted:
+            return None
+        gaps: list[dict[str, Any]] = []
+        # A frame holds the messages of one origin and signal.
+        key = (self.namespace, accepted[0].origin, name)
+        for first, count in origin.received.observe_many(key, [m.seq for m in accepted]):
+            gaps.append(self._gap_noted(accepted[0], name, first, count))
+        return _Accepted(signal, [], accepted, gaps)
+
+    def _gap_noted(
+        self, message: wire.Message, name: str, first: int, count: int
+    ) -> dict[str, Any]:
+        self._stats.add("gaps")
+        self._stats.add("missed", count)
+        self._log.warning(
+            f"gap:{message.origin}",
+            "relay lost %d messages of %r from %s (from sequence number %d)",
+            count,
+            name,
+            message.origin,
+            first,
+        )
+        return {
+            "origin": message.origin,
+            "signal_name": name,
+            "first_missing": first,
+            "count": count,
+        }
+
+    def _reject(self, channel: str, reason: str) -> None:
+        self._stats.add("rejected")
+        self._log.warning(f"reject:{reason}", "relay rejected a message on %s: %s", channel, reason)
+
+    def _count_fired(self, fired: int, errors: int) -> None:
+        if fired:
+            self._stats.add("fired", fired)
+        if errors:
+            self._stats.add("receiver_errors", errors)
+
+    def _call_sync(
+        self, signal: Signal, message: wire.Message, calls: Iterable[_RemoteCall]
+    ) -> tuple[int, int]:
+        """Call synchronous receivers robustly; return (calls, errors)."""
+        fired = errors = 0
+        for ref, weak, sender in calls:
+            receiver = ref() if weak else ref
+            if receiver is None:
+                continue
+            fired += 1
+            try:
+                receiver(signal=signal, sender=sender, **message.kwargs)
+            except Exception as err:
+                errors += 1
+                self._log_receiver_error(receiver, message, err)
+        return fired, errors
+
+    def _coroutine_calls(
+        self, signal: Signal, message: wire.Message, calls: Iterable[_RemoteCall]
+    ) -> tuple[list[Callable[[], Awaitable[None]]], list[Exception]]:
+        """Robust coroutine factories for async receivers, and the list their errors go to."""
+        errors: list[Exception] = []
+
+        def call(receiver: Callable[..., Any], sender: object) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                try:
+                    await receiver(signal=signal, sender=sender, **message.kwargs)
+                except Exception as err:
+                    errors.append(err)
+                    self._log_receiver_error(receiver, message, err)
+
+            return run
+
+        factories = []
+        for ref, weak, sender in calls:
+            receiver = ref() if weak else ref
+            if receiver is not None:
+                factories.append(call(receiver, sender))
+        return factories, errors
+
+    def _log_receiver_error(self, receiver: object, message: wire.Message, err: Exception) -> None:
+        name = getattr(receiver, "__qualname__", None) or repr(receiver)
+        logger.error(
+            "Error calling %s for signal %r from %s (%s)",
+            name,
+            message.signal,
+            message.origin,
+            err,
+            exc_info=err,
+        )
+
+    def _claim_steps(
+        self, message: wire.Message, calls: Iterable[_OnceCall]
+    ) -> _Steps[tuple[list[_RemoteCall], list[_RemoteCall]]]:
+        """Claim each ``scope="once"`` receiver; return the (sync, async) ones this process won."""
+        won: list[_RemoteCall] = []
+        won_async: list[_RemoteCall] = []
+        for ref, weak, sender, key, is_async in calls:
+            claim = f"{_CHANNEL_PREFIX}:{self.namespace}:once:{message.id}:{key}"
+            try:
+                mine = yield ("transport", "claim", claim, self.once_ttl)
+            except TransportError as exc:
+                self._stats.add("once_errors")
+                self._log.warning(
+                    "once", "relay could not claim a once receiver (%s); not running it", exc
+                )
+                continue
+            if not mine:
+                self._stats.add("once_skipped")
+                continue
+            (won_async if is_async else won).append((ref, weak, sender))
+        return won, won_async
+
+    # -- health and reconnecting (shared) -------------------------------------
+
+    def _health_check(
+        self, last_activity: float, ping_sent: float | None
+    ) -> tuple[bool, float | None]:
+        """
+        After a silence, whether to PING now, and when the unanswered PING
+        went out; raise ``TransportError`` once a PING went unanswered too long.
+        """
+        if not self._subscribed:
+            # Nothing to hear (a process that only sends): redis-py does not
+            # even read such a connection, so a PING would go unanswered.
+            return False, None
+        now = time.monotonic()
+        if ping_sent is not None and last_activity < ping_sent:
+            if now - ping_sent > self.health_check_timeout:
+                raise TransportError(
+                    f"no reply to PING within {self.health_check_timeout:g} s "
+                    "(the connection looks half-open)"
+                )
+            return False, ping_sent
+        if now - last_activity >= self.health_check_interval:
+            return True, now
+        return False, None
+
+    def _recover_steps(self, subscription: Any, reason: str) -> _Steps[bool]:
+        """Reconnect with backoff until it works; False if stopped or given up."""
+        lost_at = time.monotonic()
+        self._stats.add("disconnects")
+        logger.warning("relay listener lost Redis (%s); reconnecting", reason)
+        yield ("send", disconnected, {"reason": reason})
+        attempts = 0
+        while True:
+            if (yield ("wait", self.backoff.compute(attempts))):
+                return False
+            attempts += 1
+            try:
+                yield ("reconnect", subscription)
+                if self.durable:
+                    yield from self._catch_up_steps()
+            except TransportError as again:
+                if self.max_reconnect_attempts is not None and (
+                    attempts >= self.max_reconnect_attempts
+                ):
+                    logger.critical(
+                        "relay listener gave up after %d reconnection attempts (%s); this "
+                        "process no longer receives signals from namespace %r",
+                        attempts,
+                        again,
+                        self.namespace,
+                    )
+                    return False
+                self._log.warning(
+                    "reconnect", "relay listener still cannot reach Redis (%s)", again
+                )
+                continue
+            downtime = time.monotonic() - lost_at
+            self._stats.add("reconnects")
+            logger.info(
+                "relay listener reconnected to %s after %.2f s",
+                self.transport.description,
+                downtime,
+            )
+            yield ("send", reconnected, {"reason": reason, "downtime": downtime})
+            return True
+
+    # -- durable mode (shared) ------------------------------------------------
+
+    def _cursor_key(self) -> str:
+        return f"{_CHANNEL_PREFIX}:{self.namespace}:cursor:{self.worker_id}"
+
+    def _start_durable_steps(self) -> _Steps[None]:
+        """Find where to resume: this worker's last message, else the end of the log."""
+        log = self._durable_log
+        assert log is not None
+        while True:
+            try:
+                if self.worker_id is not None and self._cursor_id is None:
+                    self._cursor_id = yield ("transport", "get_value", self._cursor_key())
+                if self._cursor_id is not None:
+                    yield from self._catch_up_steps()
+                elif self._resume_position is None:
+                    newest = yield ("transport", "read_log_backwards", log, None, 1)
+                    self._resume_position = newest[0].position if newest else "0-0"
+                return
+            except TransportError as exc:
+                self._log.warning("durable", "relay listener cannot read the durable log (%s)", exc)
+                if (yield ("wait", 1.0)):
+                    return
+
+    def _catch_up_steps(self) -> _Steps[None]:
+        """Fire, in order, what the durable log holds after the last message seen."""
+        log = self._durable_log
+        assert log is not None
+        after = self._resume_position
+        if self._cursor_id is not None:
+            found = yield from self._find_in_log_steps(self._cursor_id)
+            if found is not None:
+                after = found
+            elif after is None:
+                logger.warning(
+                    "relay: the last message this worker saw is no longer in the durable log; "
+                    "replaying all it retains"
+                )
+                after = "0-0"
+        # Read up to where the log ends now; what comes later arrives through
+        # pub/sub, which is subscribed already.
+        newest = yield ("transport", "read_log_backwards", log, None, 1)
+        end = newest[0].position if newest else None
+        replayed = 0
+        while end is not None:
+            entries = yield ("transport", "read_log", log, after, _LOG_BATCH)
+            fired = 0
+            for entry in entries:
+                if entry.channel in self._subscribed:
+                    fired += yield ("handle", entry.channel, entry.data)
+                after = entry.position
+                if entry.position == end:
+                    break
+            self._resume_position = after
+            if fired:
+                self._stats.add("replayed", fired)
+                replayed += fired
+            if not entries or after == end or (yield ("stopping",)):
+                break
+        if replayed:
+            logger.info("relay listener replayed %d missed messages from the log", replayed)
+
+    def _find_in_log_steps(self, message_id: str) -> _Steps[str | None]:
+        log = self._durable_log
+        assert log is not None
+        before = None
+        while True:
+            entries = yield ("transport", "read_log_backwards", log, before, _LOG_BATCH)
+            if not entries:
+                return None
+            for entry in entries:
+                if message_id in entry.ids:
+                    return str(entry.position)
+            before = entries[-1].position
+
+    def _remember_steps(self, message: wire.Message) -> _Steps[None]:
+        self._cursor_id = message.id
+        if self.worker_id is not None:
+            try:
+                yield ("transport", "set_value", self._cursor_key(), message.id)
+            except TransportError as exc:
+                self._log.warning("cursor", "relay could not record this worker's place (%s)", exc)
+
+    def _after_fork(self) -> None:
+        # In a forked child: none of the parent's threads exist here, its
+        # sockets must not be used, and its queued sends are the parent's.
+        self._running = False
+        self._lock = threading.RLock()
+        self._stats = _Stats()
+        self._log = _RateLimitedLog()
+        for outbox in self._outboxes.values():
+            outbox.renew_origin()
+        self._frame_prefix = wire.frame_prefix(origin.origin_id())
+        self._subscribed = set()
+        self.transport.after_fork()
+
+
+class Relay(_Bridge):
+    """
+    A bridge that relays sends on registered signals to every other process
+    on the same namespace, through Redis pub/sub, with a publisher and a
+    listener thread.
+
+    Use it as a context manager, or call ``start()`` and ``stop()``::
+
+        order_placed = Signal(name="shop.order_placed")
+        bridge = Relay("redis://127.0.0.1:6379/0", namespace="shop")
+        bridge.register(order_placed)
+        bridge.start()
+
+    See ``__init__`` for the options (shared with ``relay.aio.AsyncRelay``).
+    """
+
+    transport: Transport
+
+    def _setup(self) -> None:
+        self._publisher = _Publisher(self)
+        self._listener: threading.Thread | None = None
+        self._subscription: Subscription | None = None
+        self._stop_event = threading.Event()
+        self._changes: deque[tuple[str, str, threading.Event]] = deque()
+
+    def _make_transport(self, url: str | None, client: Any, options: dict[str, Any]) -> Transport:
+        from relay.transport.redis import RedisTransport
+
+        if client is not None and url is None:
+            return RedisTransport(client=client)
+        return RedisTransport(url, client=client, **options)
+
+    def _subscribe(self, channel: str) -> None:
         # Caller holds self._lock.
         self._subscribed.add(channel)
         self._request("subscribe", channel)
@@ -729,27 +1155,7 @@ class Relay:
     def _go_live(self) -> Subscription:
         """Subscribe, attach to the signals and start publishing. Caller holds the lock."""
         self._check_open()
-        subscription = self._open_subscription()
-        self._stop_event.clear()
-        self._running = True
-        for name, outbox in self._outboxes.items():
-            self._signals[name]._attach(outbox)
-        if self.publish_mode == "async":
-            self._publisher.start()
-        return subscription
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("this bridge is closed; create a new Relay")
-
-    def _open_subscription(self) -> Subscription:
-        # Only signals with receivers that remote sends can fire are heard: a
-        # process that only sends never reads its own messages back.
-        listening = {
-            outbox.channel
-            for name, outbox in self._outboxes.items()
-            if _hears_remote(self._signals[name])
-        }
+        listening = self._listening_channels()
         subscription = self.transport.subscription()
         try:
             subscription.subscribe(sorted(listening))
@@ -758,6 +1164,11 @@ class Relay:
             raise
         self._subscription = subscription
         self._subscribed = listening
+        self._stop_event.clear()
+        self._running = True
+        self._attach_all()
+        if self.publish_mode == "async":
+            self._publisher.start()
         return subscription
 
     def stop(self, timeout: float | None = 10.0) -> bool:
@@ -776,8 +1187,7 @@ class Relay:
             if not self._running:
                 return True
             self._running = False
-            for name, outbox in self._outboxes.items():
-                self._signals[name]._detach(outbox)
+            self._detach_all()
         flushed = True
         if self.publish_mode == "async":
             flushed = self._publisher.stop(timeout)
@@ -795,14 +1205,8 @@ class Relay:
         connections. A closed bridge cannot be started again.
         """
         self.stop()
-        with self._lock:
-            for name, outbox in self._outboxes.items():
-                self._signals[name]._detach(outbox)
-            self._closed = True
-        with _open_bridges_lock:
-            _open_bridges.discard(self)
+        self._forget()
         self.transport.close()
-        self._remove_fork_hook()
 
     def __enter__(self) -> Relay:
         return self.start()
@@ -866,31 +1270,6 @@ class Relay:
             return True
         return self._publisher.flush(timeout)
 
-    def stats(self) -> dict[str, int]:
-        """
-        Counters since the bridge was created:
-
-        ``published`` messages handed to Redis; ``publish_errors`` failed
-        publish attempts; ``dropped`` messages never published (queue full,
-        stopped while Redis was away); ``received`` messages from other
-        processes; ``fired`` receiver calls for them; ``duplicates`` messages
-        received again and ignored; ``rejected`` frames or messages that did
-        not decode, were malformed, unsigned, badly signed or too old;
-        ``receiver_errors`` exceptions raised by receivers fired for remote
-        sends; ``listener_errors`` unexpected errors the listener survived;
-        ``disconnects`` and ``reconnects`` of the listener; ``gaps`` jumps in
-        another process's sequence numbers and ``missed`` the messages they
-        skipped; ``replayed`` messages fired from the durable log;
-        ``once_skipped`` ``scope="once"`` runs another process claimed first
-        and ``once_errors`` claims that could not be made.
-        """
-        return self._stats.snapshot()
-
-    @property
-    def running(self) -> bool:
-        """True between ``start()`` and ``stop()``."""
-        return self._running
-
     # -- publishing ---------------------------------------------------------
 
     def _hand_off(self, item: _Item) -> None:
@@ -905,6 +1284,12 @@ class Relay:
             self._stats.add("dropped")
             raise
         self._stats.add("published")
+
+    async def _ahand_off(self, item: _Item) -> None:
+        if self.publish_mode == "async":
+            self._publisher.put(item)
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, self._hand_off, item)
 
     # -- listening ----------------------------------------------------------
 
@@ -939,7 +1324,7 @@ class Relay:
     def _listen(self, subscription: Subscription) -> None:
         try:
             if self.durable:
-                self._start_durable()
+                self._drive(self._start_durable_steps())
             ping_sent: float | None = None
             while not self._stop_event.is_set():
                 try:
@@ -947,11 +1332,13 @@ class Relay:
                         self._apply_changes(subscription)
                     received = subscription.get(_POLL_SECONDS)
                     if received is None:
-                        ping_sent = self._check_health(subscription, ping_sent)
+                        ping, ping_sent = self._health_check(subscription.last_activity, ping_sent)
+                        if ping:
+                            subscription.ping()
                         continue
                 except TransportError as exc:
                     ping_sent = None
-                    if not self._recover(subscription, str(exc)):
+                    if not self._drive(self._recover_steps(subscription, str(exc))):
                         return
                     continue
                 try:
@@ -967,351 +1354,84 @@ class Relay:
         finally:
             subscription.close()
 
-    def _check_health(self, subscription: Subscription, ping_sent: float | None) -> float | None:
-        """PING after a silence; take the connection for dead if the PING goes unanswered."""
-        if not self._subscribed:
-            # Nothing to hear (a process that only sends): redis-py does not
-            # even read such a connection, so a PING would go unanswered.
-            return None
-        now = time.monotonic()
-        if ping_sent is not None and subscription.last_activity < ping_sent:
-            if now - ping_sent > self.health_check_timeout:
-                raise TransportError(
-                    f"no reply to PING within {self.health_check_timeout:g} s "
-                    "(the connection looks half-open)"
-                )
-            return ping_sent
-        if now - subscription.last_activity >= self.health_check_interval:
-            subscription.ping()
-            return now
-        return None
-
-    def _recover(self, subscription: Subscription, reason: str) -> bool:
-        """Reconnect with backoff until it works; False if stopped or given up."""
-        lost_at = time.monotonic()
-        self._stats.add("disconnects")
-        logger.warning("relay listener lost Redis (%s); reconnecting", reason)
-        disconnected.send_robust(self, reason=reason)
-        attempts = 0
-        while not self._stop_event.is_set():
-            if self._stop_event.wait(self.backoff.compute(attempts)):
-                return False
-            attempts += 1
-            try:
-                subscription.reconnect()
-                if self.durable:
-                    self._catch_up()
-            except TransportError as again:
-                if self.max_reconnect_attempts is not None and (
-                    attempts >= self.max_reconnect_attempts
-                ):
-                    logger.critical(
-                        "relay listener gave up after %d reconnection attempts (%s); this "
-                        "process no longer receives signals from namespace %r",
-                        attempts,
-                        again,
-                        self.namespace,
-                    )
-                    return False
-                self._log.warning(
-                    "reconnect", "relay listener still cannot reach Redis (%s)", again
-                )
-                continue
-            downtime = time.monotonic() - lost_at
-            self._stats.add("reconnects")
-            logger.info(
-                "relay listener reconnected to %s after %.2f s",
-                self.transport.description,
-                downtime,
-            )
-            reconnected.send_robust(self, reason=reason, downtime=downtime)
-            return True
-        return False
-
-    # -- durable mode ---------------------------------------------------------
-
-    def _cursor_key(self) -> str:
-        return f"{_CHANNEL_PREFIX}:{self.namespace}:cursor:{self.worker_id}"
-
-    def _start_durable(self) -> None:
-        """Find where to resume: this worker's last message, else the end of the log."""
-        assert self._durable_log is not None
-        while not self._stop_event.is_set():
-            try:
-                if self.worker_id is not None and self._cursor_id is None:
-                    self._cursor_id = self.transport.get_value(self._cursor_key())
-                if self._cursor_id is not None:
-                    self._catch_up()
-                elif self._resume_position is None:
-                    newest = self.transport.read_log_backwards(self._durable_log, None, 1)
-                    self._resume_position = newest[0].position if newest else "0-0"
-                return
-            except TransportError as exc:
-                if not self._recover_quietly(exc):
-                    return
-
-    def _recover_quietly(self, exc: TransportError) -> bool:
-        self._log.warning("durable", "relay listener cannot read the durable log (%s)", exc)
-        return not self._stop_event.wait(1.0)
-
-    def _catch_up(self) -> None:
-        """Fire, in order, what the durable log holds after the last message seen."""
-        log = self._durable_log
-        assert log is not None
-        after = self._resume_position
-        if self._cursor_id is not None:
-            found = self._find_in_log(self._cursor_id)
-            if found is not None:
-                after = found
-            elif after is None:
-                logger.warning(
-                    "relay: the last message this worker saw is no longer in the durable log; "
-                    "replaying all it retains"
-                )
-                after = "0-0"
-        # Read up to where the log ends now; what comes later arrives through
-        # pub/sub, which is subscribed already.
-        newest = self.transport.read_log_backwards(log, None, 1)
-        end = newest[0].position if newest else None
-        replayed = 0
-        while end is not None and not self._stop_event.is_set():
-            entries = self.transport.read_log(log, after, _LOG_BATCH)
-            fired = 0
-            for entry in entries:
-                if entry.channel in self._subscribed:
-                    fired += self._handle(entry.channel, entry.data, replay=True)
-                after = entry.position
-                if entry.position == end:
-                    break
-            self._resume_position = after
-            if fired:
-                self._stats.add("replayed", fired)
-                replayed += fired
-            if not entries or after == end:
-                break
-        if replayed:
-            logger.info("relay listener replayed %d missed messages from the log", replayed)
-
-    def _find_in_log(self, message_id: str) -> str | None:
-        log = self._durable_log
-        assert log is not None
-        before = None
+    def _drive(self, steps: _Steps[_T]) -> _T:
+        """Run one of the shared step generators, performing its operations here."""
+        value: Any = None
+        error: Exception | None = None
         while True:
-            entries = self.transport.read_log_backwards(log, before, _LOG_BATCH)
-            if not entries:
-                return None
-            for entry in entries:
-                if message_id in entry.ids:
-                    return entry.position
-            before = entries[-1].position
-
-    def _remember(self, message: wire.Message) -> None:
-        self._cursor_id = message.id
-        if self.worker_id is not None:
             try:
-                self.transport.set_value(self._cursor_key(), message.id)
-            except TransportError as exc:
-                self._log.warning("cursor", "relay could not record this worker's place (%s)", exc)
+                op = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = self._perform(op)
+            except Exception as exc:
+                error = exc
 
-    # -- handling messages ------------------------------------------------------
+    def _perform(self, op: _Op) -> Any:
+        kind = op[0]
+        if kind == "transport":
+            return getattr(self.transport, op[1])(*op[2:])
+        if kind == "handle":
+            return self._handle(op[1], op[2], replay=True)
+        if kind == "wait":
+            return self._stop_event.wait(op[1])
+        if kind == "stopping":
+            return self._stop_event.is_set()
+        if kind == "reconnect":
+            return op[1].reconnect()
+        if kind == "send":
+            return op[1].send_robust(self, **op[2])
+        raise AssertionError(f"unknown operation {kind!r}")
 
     def _handle(self, channel: str, data: bytes, replay: bool = False) -> int:
         """Decode a frame and fire its messages; return how many were fired."""
-        name = self._channels.get(channel)
-        if name is None:
+        accepted = self._accept(channel, data, replay)
+        if accepted is None:
             return 0
-        signal = self._signals[name]
-        own = data.startswith(self._frame_prefix)
-        if own and not _has_once_receivers(signal):
-            return 0  # our own send coming back
-        try:
-            messages = wire.decode_frame(
-                data, max_size=self.max_message_size, keys=self._keys or None
-            )
-        except wire.WireError as exc:
-            self._reject(channel, str(exc))
+        signal = accepted.signal
+        for message in accepted.own:
+            self._fire(signal, message, only_once=True)
+        if not accepted.fresh:
             return 0
-        fresh: list[wire.Message] = []
-        duplicates = 0
-        check_window = bool(self._keys) and not replay
-        seen_add = origin.seen.add
-        for message in messages:
-            if message.signal != name:
-                self._reject(channel, f"message for signal {message.signal!r} on this channel")
-                continue
-            if check_window and abs(time.time() - message.sent_at) > self.replay_window:
-                self._reject(channel, f"message outside the {self.replay_window:g} s replay window")
-                continue
-            if own:
-                self._fire_once(signal, message)
-            elif seen_add(message.id):
-                fresh.append(message)
-            else:
-                duplicates += 1
-        if own or not (fresh or duplicates):
-            return 0
-        self._stats.add("received", len(fresh) + duplicates)
-        if duplicates:
-            self._stats.add("duplicates", duplicates)
-        if not fresh:
-            return 0
-        # A frame holds the messages of one origin and signal.
-        key = (self.namespace, fresh[0].origin, name)
-        for first, count in origin.received.observe_many(key, [m.seq for m in fresh]):
-            self._report_gap(fresh[0], name, first, count)
-        fired = errors = 0
-        for message in fresh:
-            calls, failures = self._fire(signal, message)
-            fired += calls
-            errors += failures
-        self._stats.add("fired", fired)
-        if errors:
-            self._stats.add("receiver_errors", errors)
+        for kwargs in accepted.gaps:
+            gap.send_robust(self, **kwargs)
+        for message in accepted.fresh:
+            self._fire(signal, message)
         if self.durable:
-            self._remember(fresh[-1])
-        return len(fresh)
+            self._drive(self._remember_steps(accepted.fresh[-1]))
+        return len(accepted.fresh)
 
-    def _report_gap(self, message: wire.Message, name: str, first: int, count: int) -> None:
-        self._stats.add("gaps")
-        self._stats.add("missed", count)
-        self._log.warning(
-            f"gap:{message.origin}",
-            "relay lost %d messages of %r from %s (from sequence number %d)",
-            count,
-            name,
-            message.origin,
-            first,
-        )
-        gap.send_robust(
-            self, origin=message.origin, signal_name=name, first_missing=first, count=count
-        )
-
-    def _reject(self, channel: str, reason: str) -> None:
-        self._stats.add("rejected")
-        self._log.warning(f"reject:{reason}", "relay rejected a message on %s: %s", channel, reason)
-
-    def _fire(self, signal: Signal, message: wire.Message) -> tuple[int, int]:
-        """Fire the receivers a remote message reaches; return (calls, errors)."""
+    def _fire(self, signal: Signal, message: wire.Message, only_once: bool = False) -> None:
+        """Fire the receivers a remote message reaches, with ``current_message()`` set."""
         sync, asynchronous, once = _remote_calls(signal, message.sender)
+        if only_once:
+            sync = asynchronous = ()
         if once:
-            self._claim_and_fire(signal, message, once)
+            won, won_async = self._drive(self._claim_steps(message, once))
+            sync, asynchronous = (*sync, *won), (*asynchronous, *won_async)
         if not sync and not asynchronous:
-            return 0, 0
-        return self._call(signal, message, sync, asynchronous)
-
-    def _call(
-        self,
-        signal: Signal,
-        message: wire.Message,
-        sync: Iterable[_RemoteCall],
-        asynchronous: Iterable[_RemoteCall],
-    ) -> tuple[int, int]:
-        """Call receivers robustly, with ``current_message()`` set; return (calls, errors)."""
+            return
         token = _current_message.set(message)
-        fired = errors = 0
         try:
-            for ref, weak, sender in sync:
-                receiver = ref() if weak else ref
-                if receiver is None:
-                    continue
-                fired += 1
-                try:
-                    receiver(signal=signal, sender=sender, **message.kwargs)
-                except Exception as err:
-                    errors += 1
-                    self._log_receiver_error(receiver, message, err)
+            fired, errors = self._call_sync(signal, message, sync)
             if asynchronous:
-                fired_async, errors_async = self._fire_async(signal, message, asynchronous)
-                fired += fired_async
-                errors += errors_async
+                factories, failures = self._coroutine_calls(signal, message, asynchronous)
+                run_coroutine_sync(factories, "send")
+                fired += len(factories)
+                errors += len(failures)
         finally:
             _current_message.reset(token)
-        return fired, errors
-
-    def _fire_once(self, signal: Signal, message: wire.Message) -> None:
-        once = _remote_calls(signal, message.sender)[2]
-        if once:
-            self._claim_and_fire(signal, message, once)
-
-    def _claim_and_fire(
-        self, signal: Signal, message: wire.Message, calls: Iterable[_OnceCall]
-    ) -> None:
-        """Run each ``scope="once"`` receiver here if this process claims it first."""
-        won: list[_RemoteCall] = []
-        won_async: list[_RemoteCall] = []
-        for ref, weak, sender, key, is_async in calls:
-            claim = f"{_CHANNEL_PREFIX}:{self.namespace}:once:{message.id}:{key}"
-            try:
-                mine = self.transport.claim(claim, self.once_ttl)
-            except TransportError as exc:
-                self._stats.add("once_errors")
-                self._log.warning(
-                    "once", "relay could not claim a once receiver (%s); not running it", exc
-                )
-                continue
-            if not mine:
-                self._stats.add("once_skipped")
-                continue
-            (won_async if is_async else won).append((ref, weak, sender))
-        if not won and not won_async:
-            return
-        fired, errors = self._call(signal, message, won, won_async)
-        self._stats.add("fired", fired)
-        if errors:
-            self._stats.add("receiver_errors", errors)
-
-    def _fire_async(
-        self, signal: Signal, message: wire.Message, calls: Iterable[tuple[Any, bool, object]]
-    ) -> tuple[int, int]:
-        errors = 0
-
-        def call(receiver: Callable[..., Any], sender: object) -> Callable[[], Any]:
-            async def run() -> None:
-                nonlocal errors
-                try:
-                    await receiver(signal=signal, sender=sender, **message.kwargs)
-                except Exception as err:
-                    errors += 1
-                    self._log_receiver_error(receiver, message, err)
-
-            return run
-
-        coroutines = []
-        for ref, weak, sender in calls:
-            receiver = ref() if weak else ref
-            if receiver is not None:
-                coroutines.append(call(receiver, sender))
-        run_coroutine_sync(coroutines, "send")
-        return len(coroutines), errors
-
-    def _log_receiver_error(self, receiver: object, message: wire.Message, err: Exception) -> None:
-        name = getattr(receiver, "__qualname__", None) or repr(receiver)
-        logger.error(
-            "Error calling %s for signal %r from %s (%s)",
-            name,
-            message.signal,
-            message.origin,
-            err,
-            exc_info=err,
-        )
+        self._count_fired(fired, errors)
 
     def _after_fork(self) -> None:
-        # In a forked child: none of the parent's threads exist here, its
-        # sockets must not be used, and its queued sends are the parent's.
-        self._running = False
+        super()._after_fork()
         self._listener = None
         self._subscription = None
         self._changes.clear()
         self._stop_event = threading.Event()
-        self._lock = threading.RLock()
-        self._stats = _Stats()
-        self._log = _RateLimitedLog()
         self._publisher.discard_all()
-        for outbox in self._outboxes.values():
-            outbox.renew_origin()
-        self._frame_prefix = wire.frame_prefix(origin.origin_id())
-        self._subscribed = set()
-        self.transport.after_fork()
 
 
 def _hears_remote(signal: Signal) -> bool:

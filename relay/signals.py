@@ -169,7 +169,8 @@ class Outbox(Protocol):
 
     ``prepare`` runs before any receiver: it validates and encodes the send and
     raises if that is impossible. What it returns goes to ``hand_off`` once
-    the local receivers have run. ``receiver_connected`` hears of every new
+    the local receivers have run (``ahand_off`` after ``asend``, which must
+    not block the event loop). ``receiver_connected`` hears of every new
     registration.
     """
 
@@ -178,6 +179,8 @@ class Outbox(Protocol):
     def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> Any: ...
 
     def hand_off(self, prepared: Any) -> None: ...
+
+    async def ahand_off(self, prepared: Any) -> None: ...
 
     def receiver_connected(self, registration: Registration) -> None: ...
 
@@ -592,7 +595,7 @@ class Signal:
             return responses
         finally:
             for outbox, prepared in relayed:
-                outbox.hand_off(prepared)
+                await outbox.ahand_off(prepared)
 
     def _receiver_kwargs(self, sender: object, named: dict[str, Any]) -> dict[str, Any]:
         if "signal" in named:
