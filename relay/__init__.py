@@ -1,11 +1,13 @@
 """relay: Django-compatible signals that also fire in every other process."""
 
+from relay.aio import AsyncRelay
 from relay.bridge import Relay, current_message
 from relay.signals import Signal, receiver
 from relay.transport.base import TransportError
 from relay.wire import Message, WireError, register_type
 
 __all__ = [
+    "AsyncRelay",
     "Message",
     "Relay",
     "Signal",

@@ -6,6 +6,7 @@ scope="local", bad payloads injected straight into Redis, and Redis going away.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -35,9 +36,9 @@ WORKER_TIMEOUT = 20.0
 
 
 class Worker:
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, kind: str = "threaded") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(PROCS / "worker.py"), url, namespace],
+            [sys.executable, str(PROCS / "worker.py"), url, namespace, kind],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -85,9 +86,59 @@ def workers(redis_url: str, namespace: str) -> Iterator[list[Worker]]:
             w.process.wait()
 
 
+@pytest.fixture
+def mixed_workers(redis_url: str, namespace: str) -> Iterator[list[Worker]]:
+    """A threaded worker and two asyncio ones (AsyncRelay), on one namespace."""
+    started = [Worker(redis_url, namespace, kind) for kind in ("threaded", "asyncio", "asyncio")]
+    yield started
+    for w in started:
+        if w.process.poll() is None:
+            w.process.kill()
+            w.process.wait()
+
+
+def send_fifty_threaded(url: str, namespace: str, order_placed: Signal) -> dict[str, int]:
+    senders = [Order, "shopmodels.Order", Invoice, None, Order()]
+    with Relay(url, namespace=namespace) as bridge:
+        bridge.register(order_placed)
+        for n in range(50):
+            order_placed.send(senders[n % len(senders)], n=n, payload={"tags": ("a", "b")})
+        assert bridge.flush(timeout=DEADLINE)
+        return bridge.stats()
+
+
+def send_fifty_asyncio(url: str, namespace: str, order_placed: Signal) -> dict[str, int]:
+    from relay import AsyncRelay
+
+    senders = [Order, "shopmodels.Order", Invoice, None, Order()]
+
+    async def send() -> dict[str, int]:
+        async with AsyncRelay(url, namespace=namespace) as bridge:
+            bridge.register(order_placed)
+            for n in range(50):
+                await order_placed.asend(
+                    senders[n % len(senders)], n=n, payload={"tags": ("a", "b")}
+                )
+            assert await bridge.flush(timeout=DEADLINE)
+            return bridge.stats()
+
+    return asyncio.run(send())
+
+
+@pytest.mark.parametrize(
+    ("sender_kind", "worker_kinds"),
+    [("threaded", "threaded"), ("threaded", "mixed"), ("asyncio", "mixed")],
+)
 def test_fan_out_filtering_dedup_and_no_echo(
-    redis_url: str, namespace: str, workers: list[Worker]
+    redis_url: str, namespace: str, sender_kind: str, worker_kinds: str, request: Any
 ) -> None:
+    """
+    Threaded and asyncio processes on one namespace: whichever sends, every
+    worker of either kind fires the same receivers the same way.
+    """
+    workers: list[Worker] = request.getfixturevalue(
+        "workers" if worker_kinds == "threaded" else "mixed_workers"
+    )
     order_placed = Signal(name="shop.order_placed")
     local_calls: list[tuple[Any, int, bool]] = []
 
@@ -95,14 +146,11 @@ def test_fan_out_filtering_dedup_and_no_echo(
         local_calls.append((sender, n, current_message() is not None))
 
     order_placed.connect(here)
-    senders = [Order, "shopmodels.Order", Invoice, None, Order()]
-    with Relay(redis_url, namespace=namespace) as bridge:
-        bridge.register(order_placed)
-        for n in range(50):
-            order_placed.send(senders[n % len(senders)], n=n, payload={"tags": ("a", "b")})
-        assert bridge.flush(timeout=DEADLINE)
-        stats = bridge.stats()
+    send = send_fifty_threaded if sender_kind == "threaded" else send_fifty_asyncio
+    stats = send(redis_url, namespace, order_placed)
     results = stop_workers(redis_url, namespace, workers)
+    expected = ["Relay"] * 3 if worker_kinds == "threaded" else ["Relay", "AsyncRelay", "AsyncRelay"]
+    assert [r["kind"] for r in results] == expected
 
     # The origin fired its own receiver once per send, never for its own echo.
     assert [(n, remote) for _, n, remote in local_calls] == [(n, False) for n in range(50)]
@@ -157,6 +205,10 @@ def test_fan_out_filtering_dedup_and_no_echo(
         assert sum(s["duplicates"] for s in stats_pair) == 50
         assert sum(s["receiver_errors"] for s in stats_pair) == 50
         assert all(s["rejected"] == 0 for s in stats_pair)
+        if worker["kind"] == "AsyncRelay":
+            # As asend runs them: sync receivers off the event loop, async ones on it.
+            assert not any(r["on_loop"] for r in got["any"])
+            assert all(r["on_loop"] for r in got["async_any"])
 
 
 def test_bad_payloads_injected_into_redis_are_rejected(

@@ -139,3 +139,85 @@ class Transport(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close every connection this transport opened."""
+
+
+class AsyncSubscription(ABC):
+    """
+    ``Subscription`` for asyncio: one subscribed connection, used by a single
+    listener task. The methods mean the same; those that talk to the broker
+    are coroutines.
+    """
+
+    #: ``time.monotonic()`` when the broker last sent anything on this connection.
+    last_activity: float
+
+    @abstractmethod
+    async def subscribe(self, channels: Collection[str]) -> None:
+        """Subscribe to ``channels``; return once the broker has confirmed."""
+
+    @abstractmethod
+    async def unsubscribe(self, channels: Collection[str]) -> None:
+        """Stop receiving ``channels``."""
+
+    @abstractmethod
+    async def get(self, timeout: float) -> tuple[str, bytes] | None:
+        """The next ``(channel, data)`` within ``timeout`` seconds, or None."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Ask the broker for a sign of life; the answer arrives through ``get``."""
+
+    @abstractmethod
+    async def reconnect(self) -> None:
+        """Drop the connection, connect again and resubscribe. Raises TransportError."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Unsubscribe and close the connection. Safe to call twice."""
+
+
+class AsyncTransport(ABC):
+    """``Transport`` for asyncio: the same operations, as coroutines, on one event loop."""
+
+    #: A short description for logs, without credentials.
+    description: str
+
+    @abstractmethod
+    async def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
+        """See ``Transport.publish_many``."""
+
+    @abstractmethod
+    async def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
+        """See ``Transport.read_log``."""
+
+    @abstractmethod
+    async def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
+        """See ``Transport.read_log_backwards``."""
+
+    @abstractmethod
+    async def get_value(self, key: str) -> str | None:
+        """See ``Transport.get_value``."""
+
+    @abstractmethod
+    async def set_value(self, key: str, value: str) -> None:
+        """See ``Transport.set_value``."""
+
+    @abstractmethod
+    async def claim(self, key: str, ttl_seconds: float) -> bool:
+        """See ``Transport.claim``."""
+
+    @abstractmethod
+    def subscription(self) -> AsyncSubscription:
+        """Make a new subscription (initially subscribed to nothing)."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise ``TransportError`` unless the broker answers."""
+
+    @abstractmethod
+    def after_fork(self) -> None:
+        """Forget every connection inherited from a parent process."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close every connection this transport opened."""

@@ -22,7 +22,7 @@ from relay.transport.base import (
     TransportError,
 )
 
-_CONNECTION_ERRORS = (
+CONNECTION_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     OSError,
@@ -32,31 +32,43 @@ _CONNECTION_ERRORS = (
 _CONFIRM_TIMEOUT = 10.0
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _entry(position: bytes | str, fields: dict[bytes, bytes]) -> LogEntry:
+def log_entry(position: bytes | str, fields: dict[bytes, bytes]) -> LogEntry:
     return LogEntry(
-        _text(position),
-        _text(fields.get(b"c", b"")),
+        text(position),
+        text(fields.get(b"c", b"")),
         fields.get(b"f", b""),
-        _text(fields.get(b"i", b"")),
+        text(fields.get(b"i", b"")),
     )
 
 
+def queue_publish(pipe: Any, items: Sequence[Outgoing], log: Log | None) -> None:
+    """Queue the commands that publish ``items`` (appending them to ``log``) on a pipeline."""
+    for item in items:
+        if log is not None:
+            fields = {"c": item.channel, "f": item.data, "i": item.ids}
+            pipe.xadd(log.key, fields, maxlen=log.max_entries, approximate=True)
+        pipe.publish(item.channel, item.data)
+    if log is not None and log.max_age_seconds is not None:
+        oldest = int((time.time() - log.max_age_seconds) * 1000)
+        pipe.xtrim(log.key, minid=str(oldest), approximate=True)
+
+
 @contextmanager
-def _translated() -> Iterator[None]:
+def translated() -> Iterator[None]:
     try:
         yield
-    except _CONNECTION_ERRORS as exc:
+    except CONNECTION_ERRORS as exc:
         raise TransportError(f"{type(exc).__name__}: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         # NOPERM from an ACL, a read-only replica, ...: Redis refused.
         raise TransportError(f"Redis refused: {exc}") from exc
 
 
-def _describe(client: redis.Redis) -> str:
+def describe(client: redis.Redis) -> str:
     kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"redis unix:{kwargs['path']} db={kwargs.get('db', 0)}"
@@ -91,12 +103,12 @@ class RedisSubscription(Subscription):
         if not new:
             return
         self._patterns.update(new)
-        with _translated():
+        with translated():
             self._pubsub.psubscribe(*new)
             self._await_confirmations(set(new), "psubscribe")
 
     def _subscribe(self, channels: Collection[str]) -> None:
-        with _translated():
+        with translated():
             self._pubsub.subscribe(*channels)
             self._await_confirmations(set(channels))
 
@@ -114,7 +126,7 @@ class RedisSubscription(Subscription):
                     )
                 continue
             if message["type"] == kind:
-                waiting.discard(_text(message["channel"]))
+                waiting.discard(text(message["channel"]))
             elif message["type"] in ("message", "pmessage"):
                 self._early.append(message)
 
@@ -123,24 +135,24 @@ class RedisSubscription(Subscription):
         if not gone:
             return
         self._channels.difference_update(gone)
-        with _translated():
+        with translated():
             self._pubsub.unsubscribe(*gone)
 
     def get(self, timeout: float) -> tuple[str, bytes] | None:
         if self._early:
             message: dict[str, Any] | None = self._early.pop(0)
         else:
-            with _translated():
+            with translated():
                 message = self._pubsub.get_message(timeout=timeout)
         if message is None:
             return None
         self.last_activity = time.monotonic()
         if message["type"] in ("message", "pmessage"):
-            return _text(message["channel"]), message["data"]
+            return text(message["channel"]), message["data"]
         return None
 
     def ping(self) -> None:
-        with _translated():
+        with translated():
             self._pubsub.ping()
 
     def reconnect(self) -> None:
@@ -150,13 +162,13 @@ class RedisSubscription(Subscription):
         if self._channels:
             self._subscribe(sorted(self._channels))
         if self._patterns:
-            with _translated():
+            with translated():
                 self._pubsub.psubscribe(*self._patterns)
                 self._await_confirmations(set(self._patterns), "psubscribe")
         self.last_activity = time.monotonic()
 
     def close(self) -> None:
-        with suppress(*_CONNECTION_ERRORS):
+        with suppress(*CONNECTION_ERRORS):
             self._pubsub.reset()
 
 
@@ -201,59 +213,52 @@ class RedisTransport(Transport):
                 "payloads are binary, so pass a client made with decode_responses=False"
             )
         self.client = client
-        self.description = _describe(client)
+        self.description = describe(client)
         self._pid = os.getpid()
 
     def publish(self, channel: str, data: bytes) -> int:
-        with _translated():
+        with translated():
             return int(self.client.publish(channel, data))
 
     def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
         if log is None and len(items) == 1:
             self.publish(items[0].channel, items[0].data)
             return
-        with _translated():
+        with translated():
             pipe = self.client.pipeline(transaction=False)
-            for item in items:
-                if log is not None:
-                    fields = {"c": item.channel, "f": item.data, "i": item.ids}
-                    pipe.xadd(log.key, fields, maxlen=log.max_entries, approximate=True)  # type: ignore[arg-type]
-                pipe.publish(item.channel, item.data)
-            if log is not None and log.max_age_seconds is not None:
-                oldest = int((time.time() - log.max_age_seconds) * 1000)
-                pipe.xtrim(log.key, minid=str(oldest), approximate=True)
+            queue_publish(pipe, items, log)
             pipe.execute()
 
     def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
         start = f"({after}" if after else "-"
-        with _translated():
+        with translated():
             entries: Any = self.client.xrange(log.key, min=start, max="+", count=count)
-        return [_entry(position, fields) for position, fields in entries]
+        return [log_entry(position, fields) for position, fields in entries]
 
     def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
         end = f"({before}" if before else "+"
-        with _translated():
+        with translated():
             entries: Any = self.client.xrevrange(log.key, max=end, min="-", count=count)
-        return [_entry(position, fields) for position, fields in entries]
+        return [log_entry(position, fields) for position, fields in entries]
 
     def get_value(self, key: str) -> str | None:
-        with _translated():
+        with translated():
             value = self.client.get(key)
-        return None if value is None else _text(value)
+        return None if value is None else text(value)
 
     def set_value(self, key: str, value: str) -> None:
-        with _translated():
+        with translated():
             self.client.set(key, value)
 
     def claim(self, key: str, ttl_seconds: float) -> bool:
-        with _translated():
+        with translated():
             return bool(self.client.set(key, b"1", nx=True, px=max(1, int(ttl_seconds * 1000))))
 
     def subscription(self) -> RedisSubscription:
         return RedisSubscription(self.client)
 
     def check(self) -> None:
-        with _translated():
+        with translated():
             self.client.ping()
 
     def after_fork(self) -> None:

@@ -1,9 +1,10 @@
 """
 A relay worker process for the multi-process tests.
 
-    python tests/procs/worker.py URL NAMESPACE
+    python tests/procs/worker.py URL NAMESPACE [threaded|asyncio]
 
-Connects receivers of every kind to ``shop.order_placed``, prints
+Connects receivers of every kind to ``shop.order_placed`` on two bridges
+(``Relay``, or ``AsyncRelay`` on an event loop), prints
 ``READY <origin>`` once subscribed, and on the first ``test.stop`` signal
 stops the bridge and prints one JSON line: what each receiver got, and the
 bridge's stats.
@@ -11,6 +12,7 @@ bridge's stats.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -22,13 +24,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from shopmodels import Order
 
-from relay import Relay, Signal, current_message
+from relay import AsyncRelay, Relay, Signal, current_message
 from relay.origin import origin_id
 
 order_placed = Signal(name="shop.order_placed")
 stop = Signal(name="test.stop")
 got: dict[str, list[Any]] = {}
 stopped = threading.Event()
+loop_thread: int | None = None  # the event loop's thread, in asyncio mode
 
 
 def record(label: str, sender: Any, kwargs: dict[str, Any]) -> None:
@@ -41,6 +44,7 @@ def record(label: str, sender: Any, kwargs: dict[str, Any]) -> None:
             else (f"<{sender.__module__}.{sender.__qualname__}>"),
             "remote": message is not None,
             "origin": message.origin if message else None,
+            "on_loop": threading.get_ident() == loop_thread,
         }
     )
 
@@ -86,6 +90,34 @@ def on_stop(sender: Any, **kwargs: Any) -> None:
     stopped.set()
 
 
+def run_threaded(url: str, namespace: str) -> tuple[Relay, Relay]:
+    bridge = Relay(url, namespace=namespace)
+    bridge.register(order_placed)
+    bridge.register(order_placed)  # registering twice never fires twice
+    bridge.register(stop)
+    twin = Relay(url, namespace=namespace)  # a second bridge on the same namespace
+    twin.register(order_placed)
+    with bridge, twin:
+        print(f"READY {origin_id()}", flush=True)
+        stopped.wait(float(os.environ.get("WORKER_TIMEOUT", "60")))
+    return bridge, twin
+
+
+async def run_asyncio(url: str, namespace: str) -> tuple[AsyncRelay, AsyncRelay]:
+    global loop_thread
+    loop_thread = threading.get_ident()
+    bridge = AsyncRelay(url, namespace=namespace)
+    bridge.register(order_placed)
+    bridge.register(stop)
+    twin = AsyncRelay(url, namespace=namespace)
+    twin.register(order_placed)
+    async with bridge, twin:
+        print(f"READY {origin_id()}", flush=True)
+        timeout = float(os.environ.get("WORKER_TIMEOUT", "60"))
+        await asyncio.get_running_loop().run_in_executor(None, stopped.wait, timeout)
+    return bridge, twin
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(threadName)s %(message)s"
@@ -102,32 +134,10 @@ def main() -> None:
     order_placed.connect(once_anywhere, scope="once")
     stop.connect(on_stop)
 
-    bridge = Relay(url, namespace=namespace)
-    bridge.register(order_placed)
-    bridge.register(order_placed)  # registering twice never fires twice
-    bridge.register(stop)
-    twin = Relay(url, namespace=namespace)  # a second bridge on the same namespace
-    twin.register(order_placed)
-    with bridge, twin:
-        print(f"READY {origin_id()}", flush=True)
-        stopped.wait(float(os.environ.get("WORKER_TIMEOUT", "60")))
-        if not stopped.is_set():
-            for b in (bridge, twin):
-                sub = b._subscription
-                ps = getattr(sub, "_pubsub", None)
-                conn = getattr(ps, "connection", None)
-                sock = getattr(conn, "_sock", None)
-                print(
-                    "DIAG",
-                    b,
-                    getattr(sub, "_channels", None),
-                    getattr(ps, "subscribed", None),
-                    getattr(ps, "channels", None),
-                    sock.getsockname() if sock else None,
-                    sock.getpeername() if sock else None,
-                    b._listener and b._listener.is_alive(),
-                    file=sys.stderr,
-                )
+    if len(sys.argv) > 3 and sys.argv[3] == "asyncio":
+        bridge, twin = asyncio.run(run_asyncio(url, namespace))
+    else:
+        bridge, twin = run_threaded(url, namespace)
     stats = bridge.stats()
     twin_stats = twin.stats()
     result = {
@@ -136,6 +146,7 @@ def main() -> None:
         "twin": twin_stats,
         "origin": origin_id(),
         "heard_stop": stopped.is_set(),
+        "kind": type(bridge).__name__,
     }
     print(json.dumps(result), flush=True)
 

@@ -1,0 +1,479 @@
+"""
+The relay bridge for asyncio: ``AsyncRelay``, on ``redis.asyncio``.
+
+It speaks the same wire format, names, scopes and signatures as the threaded
+``relay.Relay``, so asyncio and threaded processes share one namespace. Its
+publisher and listener are tasks on the event loop that started it; receivers
+of remote sends run as ``Signal.asend`` runs them: synchronous ones in a worker
+thread, asynchronous ones concurrently on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections import deque
+from typing import Any
+
+from relay import wire
+from relay._async import run_parallel
+from relay.bridge import (
+    _MAX_BATCH,
+    _POLL_SECONDS,
+    _T,
+    _Bridge,
+    _current_message,
+    _frames,
+    _Item,
+    _Op,
+    _remote_calls,
+    _Steps,
+    gap,
+)
+from relay.signals import Signal
+from relay.transport.base import AsyncSubscription, AsyncTransport, TransportError
+
+__all__ = ["AsyncRelay"]
+
+logger = logging.getLogger("relay.bridge")
+
+
+class AsyncRelay(_Bridge):
+    """
+    A bridge for asyncio programs: sends on registered signals reach every
+    other process on the namespace, threaded or asyncio, through Redis pub/sub.
+
+    Use it as an async context manager (leaving the block closes it), or
+    await ``start()`` and ``stop()``::
+
+        order_placed = Signal(name="shop.order_placed")
+        async with AsyncRelay("redis://127.0.0.1:6379/0", namespace="shop") as bridge:
+            bridge.register(order_placed)
+            await order_placed.asend(sender=Order, order_id=42)
+
+    It takes the same options as ``Relay`` (see ``__init__``); ``client=`` is a
+    ``redis.asyncio.Redis``. ``await signal.asend(...)`` publishes without
+    blocking the event loop (with ``publish="sync"`` it waits for Redis, as a
+    coroutine). A plain ``signal.send(...)`` works too: from a worker thread it
+    behaves as with ``Relay``; on the event loop's own thread it can only queue
+    the message, whatever ``publish`` says.
+    """
+
+    transport: AsyncTransport
+
+    def _setup(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._items: deque[_Item] = deque()
+        self._queued = 0  # messages ever queued
+        self._done = 0  # messages ever published or dropped
+        self._connected = True
+        self._publisher_task: asyncio.Task[None] | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._subscription: AsyncSubscription | None = None
+        self._changes: deque[tuple[str, str]] = deque()
+        self._starting = False
+        # Created on the loop by start(); until then nothing waits on them.
+        self._wakeup: asyncio.Event | None = None
+        self._progress: asyncio.Event | None = None
+        self._stop_requested: asyncio.Event | None = None
+
+    def _make_transport(
+        self, url: str | None, client: Any, options: dict[str, Any]
+    ) -> AsyncTransport:
+        from relay.transport.aioredis import AsyncRedisTransport
+
+        if client is not None and url is None:
+            return AsyncRedisTransport(client=client)
+        return AsyncRedisTransport(url, client=client, **options)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> AsyncRelay:
+        """
+        Start the publisher and the listener as tasks on the running loop.
+
+        Returns once the listener is subscribed to every registered signal, so
+        every send made anywhere afterwards reaches this process. Awaiting it
+        on a running bridge does nothing. Raises ``TransportError`` if Redis
+        cannot be reached.
+        """
+        with self._lock:
+            self._check_open()
+            if self._running or self._starting:
+                return self
+            self._starting = True
+        try:
+            listening = self._listening_channels()
+            subscription = self.transport.subscription()
+            try:
+                await subscription.subscribe(sorted(listening))
+            except BaseException:
+                await subscription.close()
+                raise
+            loop = asyncio.get_running_loop()
+            with self._lock:
+                self._loop = loop
+                self._loop_thread = threading.get_ident()
+                self._subscription = subscription
+                self._subscribed = listening
+                self._wakeup = asyncio.Event()
+                self._progress = asyncio.Event()
+                self._stop_requested = asyncio.Event()
+                self._running = True
+                self._attach_all()
+                if self.publish_mode == "async":
+                    self._publisher_task = loop.create_task(
+                        self._publish_loop(), name=f"relay-publisher[{self.namespace}]"
+                    )
+                self._listener_task = loop.create_task(
+                    self._listen(subscription), name=f"relay-listener[{self.namespace}]"
+                )
+        finally:
+            self._starting = False
+        logger.info(
+            "relay asyncio bridge started: namespace %r on %s, %d signals",
+            self.namespace,
+            self.transport.description,
+            len(self._signals),
+        )
+        return self
+
+    async def stop(self, timeout: float | None = 10.0) -> bool:
+        """
+        Publish what is queued, unsubscribe and end the tasks.
+
+        Arguments:
+
+            timeout
+                How long to wait for queued messages to be published. What is
+                still unpublished then is dropped (and counted).
+
+        Returns True if everything queued was published. Safe to call twice.
+        """
+        with self._lock:
+            if not self._running:
+                return True
+            self._running = False
+            self._detach_all()
+        flushed = await self._flush(timeout) if self.publish_mode == "async" else True
+        assert self._stop_requested is not None and self._wakeup is not None
+        self._stop_requested.set()
+        self._wakeup.set()
+        current = asyncio.current_task()
+        for task in (self._publisher_task, self._listener_task):
+            if task is not None and task is not current:
+                await asyncio.gather(task, return_exceptions=True)
+        self._publisher_task = self._listener_task = None
+        with self._lock:
+            self._loop = self._loop_thread = None
+            left = len(self._items)
+            if left and self.publish_mode == "async":
+                self._items.clear()
+                self._done += left
+                self._stats.add("dropped", left)
+                logger.error("relay stopped with %d messages still unpublished; dropped them", left)
+        logger.info("relay asyncio bridge stopped: namespace %r", self.namespace)
+        return flushed
+
+    async def close(self) -> None:
+        """
+        Stop the bridge, detach it from its signals and close its Redis
+        connections. A closed bridge cannot be started again.
+        """
+        await self.stop()
+        self._forget()
+        await self.transport.close()
+
+    async def __aenter__(self) -> AsyncRelay:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """
+        Wait until every message sent so far is published (or dropped).
+
+        Arguments:
+
+            timeout
+                The longest wait in seconds; None waits as long as it takes.
+
+        Returns True if all was published in time.
+        """
+        if self.publish_mode == "sync":
+            return True
+        return await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> bool:
+        target = self._queued
+        progress = self._progress
+        if progress is None or self._publisher_task is None:
+            return self._done >= target
+        try:
+            async with asyncio.timeout(timeout):
+                while self._done < target:
+                    progress.clear()
+                    await progress.wait()
+        except TimeoutError:
+            pass
+        return self._done >= target
+
+    # -- publishing ---------------------------------------------------------
+
+    def _on_loop_thread(self) -> bool:
+        return self._loop_thread == threading.get_ident()
+
+    def _hand_off(self, item: _Item) -> None:
+        loop = self._loop
+        if loop is None or self._on_loop_thread():
+            self._enqueue(item)
+        elif self.publish_mode == "sync":
+            asyncio.run_coroutine_threadsafe(self._publish_now(item), loop).result()
+        else:
+            loop.call_soon_threadsafe(self._enqueue, item)
+
+    async def _ahand_off(self, item: _Item) -> None:
+        if self.publish_mode == "sync" and self._on_loop_thread():
+            await self._publish_now(item)
+        else:
+            self._hand_off(item)
+
+    def _enqueue(self, item: _Item) -> None:
+        if len(self._items) >= self.max_queue:
+            self._items.popleft()
+            self._done += 1
+            self._stats.add("dropped")
+            self._log.warning(
+                "queue-full",
+                "relay publish queue is full (%d messages, Redis %s); dropped the oldest "
+                "message. Raise max_queue=... or check the broker.",
+                self.max_queue,
+                "unreachable" if not self._connected else "too slow",
+            )
+        self._items.append(item)
+        self._queued += 1
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _publish_now(self, item: _Item) -> None:
+        frames = _frames(self._frame_prefix, [item], self.max_message_size, self._key, True)
+        try:
+            await self.transport.publish_many(frames, self._durable_log)
+        except TransportError:
+            self._stats.add("publish_errors")
+            self._stats.add("dropped")
+            raise
+        self._stats.add("published")
+
+    async def _publish_loop(self) -> None:
+        assert self._wakeup is not None and self._stop_requested is not None
+        try:
+            while True:
+                while not self._items:
+                    if self._stop_requested.is_set():
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                if self._stop_requested.is_set():
+                    return
+                count = min(len(self._items), _MAX_BATCH)
+                batch = [self._items.popleft() for _ in range(count)]
+                await self._publish(batch)
+        except BaseException:
+            logger.critical("relay publisher task crashed", exc_info=True)
+            raise
+
+    async def _publish(self, batch: list[_Item]) -> None:
+        assert self._stop_requested is not None and self._progress is not None
+        frames = _frames(
+            self._frame_prefix,
+            batch,
+            self.max_message_size,
+            self._key,
+            self._durable_log is not None,
+        )
+        failures = 0
+        while True:
+            try:
+                await self.transport.publish_many(frames, self._durable_log)
+            except TransportError as exc:
+                self._stats.add("publish_errors")
+                self._connected = False
+                delay = self.backoff.compute(failures)
+                failures += 1
+                self._log.warning(
+                    "publish-error",
+                    "relay could not publish %d messages (%s); retrying in %.2f s",
+                    len(batch),
+                    exc,
+                    delay,
+                )
+                if await self._wait_for_stop(delay):
+                    self._stats.add("dropped", len(batch))
+                    logger.error(
+                        "relay stopped while Redis was unreachable; dropped %d unpublished "
+                        "messages",
+                        len(batch),
+                    )
+                    break
+                continue
+            except Exception:
+                self._stats.add("publish_errors")
+                self._stats.add("dropped", len(batch))
+                logger.exception("relay could not publish %d messages; dropped them", len(batch))
+                break
+            else:
+                self._stats.add("published", len(batch))
+                if not self._connected:
+                    logger.info("relay publisher reconnected to %s", self.transport.description)
+                self._connected = True
+                break
+        self._done += len(batch)
+        self._progress.set()
+
+    async def _wait_for_stop(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True if the bridge is being stopped."""
+        assert self._stop_requested is not None
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stop_requested.wait()
+        except TimeoutError:
+            pass
+        return self._stop_requested.is_set()
+
+    # -- listening ----------------------------------------------------------
+
+    def _subscribe(self, channel: str) -> None:
+        # Caller holds self._lock. The listener task subscribes within
+        # _POLL_SECONDS; connect() cannot wait for it on the event loop.
+        self._subscribed.add(channel)
+        self._changes.append(("subscribe", channel))
+
+    async def _listen(self, subscription: AsyncSubscription) -> None:
+        assert self._stop_requested is not None
+        try:
+            if self.durable:
+                await self._drive(self._start_durable_steps())
+            ping_sent: float | None = None
+            while not self._stop_requested.is_set():
+                try:
+                    while self._changes:
+                        action, channel = self._changes.popleft()
+                        await getattr(subscription, action)([channel])
+                    received = await subscription.get(_POLL_SECONDS)
+                    if received is None:
+                        ping, ping_sent = self._health_check(subscription.last_activity, ping_sent)
+                        if ping:
+                            await subscription.ping()
+                        continue
+                except TransportError as exc:
+                    ping_sent = None
+                    if not await self._drive(self._recover_steps(subscription, str(exc))):
+                        return
+                    continue
+                try:
+                    await self._handle(*received)
+                except Exception:
+                    self._stats.add("listener_errors")
+                    logger.exception("relay listener could not handle a message; going on")
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            logger.critical(
+                "relay listener crashed; this process no longer receives signals", exc_info=True
+            )
+            raise
+        finally:
+            await subscription.close()
+
+    async def _drive(self, steps: _Steps[_T]) -> _T:
+        """Run one of the shared step generators, performing its operations here."""
+        value: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                op = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = await self._perform(op)
+            except Exception as exc:
+                error = exc
+
+    async def _perform(self, op: _Op) -> Any:
+        kind = op[0]
+        if kind == "transport":
+            return await getattr(self.transport, op[1])(*op[2:])
+        if kind == "handle":
+            return await self._handle(op[1], op[2], replay=True)
+        if kind == "wait":
+            return await self._wait_for_stop(op[1])
+        if kind == "stopping":
+            return self._stop_requested is not None and self._stop_requested.is_set()
+        if kind == "reconnect":
+            return await op[1].reconnect()
+        if kind == "send":
+            return await op[1].asend_robust(self, **op[2])
+        raise AssertionError(f"unknown operation {kind!r}")
+
+    async def _handle(self, channel: str, data: bytes, replay: bool = False) -> int:
+        """Decode a frame and fire its messages; return how many were fired."""
+        accepted = self._accept(channel, data, replay)
+        if accepted is None:
+            return 0
+        signal = accepted.signal
+        for message in accepted.own:
+            await self._fire(signal, message, only_once=True)
+        if not accepted.fresh:
+            return 0
+        for kwargs in accepted.gaps:
+            await gap.asend_robust(self, **kwargs)
+        for message in accepted.fresh:
+            await self._fire(signal, message)
+        if self.durable:
+            await self._drive(self._remember_steps(accepted.fresh[-1]))
+        return len(accepted.fresh)
+
+    async def _fire(self, signal: Signal, message: wire.Message, only_once: bool = False) -> None:
+        """Fire the receivers a remote message reaches, as ``asend`` would."""
+        sync, asynchronous, once = _remote_calls(signal, message.sender)
+        if only_once:
+            sync = asynchronous = ()
+        if once:
+            won, won_async = await self._drive(self._claim_steps(message, once))
+            sync, asynchronous = (*sync, *won), (*asynchronous, *won_async)
+        if not sync and not asynchronous:
+            return
+        token = _current_message.set(message)
+        try:
+            context = contextvars.copy_context()
+        finally:
+            _current_message.reset(token)
+        fired = errors = 0
+        if sync:
+            loop = asyncio.get_running_loop()
+            fired, errors = await loop.run_in_executor(
+                None, context.run, self._call_sync, signal, message, sync
+            )
+        if asynchronous:
+            factories, failures = self._coroutine_calls(signal, message, asynchronous)
+            await run_parallel(factories, context)
+            fired += len(factories)
+            errors += len(failures)
+        self._count_fired(fired, errors)
+
+    def _after_fork(self) -> None:
+        # An event loop does not survive a fork: the child starts afresh.
+        super()._after_fork()
+        self._loop = self._loop_thread = None
+        self._publisher_task = self._listener_task = None
+        self._subscription = None
+        self._changes.clear()
+        self._items = deque()
+        self._queued = self._done = 0
+        self._wakeup = self._progress = self._stop_requested = None
