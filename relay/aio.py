@@ -74,6 +74,8 @@ class AsyncRelay(_Bridge):
         self._listener_task: asyncio.Task[None] | None = None
         self._subscription: AsyncSubscription | None = None
         self._changes: deque[tuple[str, str]] = deque()
+        self._changes_requested = 0
+        self._changes_applied = 0
         self._starting = False
         # Created on the loop by start(); until then nothing waits on them.
         self._wakeup: asyncio.Event | None = None
@@ -352,6 +354,33 @@ class AsyncRelay(_Bridge):
         # _POLL_SECONDS; connect() cannot wait for it on the event loop.
         self._subscribed.add(channel)
         self._changes.append(("subscribe", channel))
+        self._changes_requested += 1
+
+    async def subscribed(self, timeout: float | None = 10.0) -> bool:
+        """
+        Wait until the listener has subscribed to every signal registered, or
+        given its first remote-capable receiver, since ``start()``.
+
+        ``start()`` itself returns subscribed to what was registered before;
+        ``register()`` and ``connect()`` cannot wait on the event loop, so the
+        listener subscribes for them a moment later. Await this when a send
+        from elsewhere must be heard right after.
+
+        Arguments:
+
+            timeout
+                The longest wait in seconds; None waits as long as it takes.
+
+        Returns True once subscribed, False on timeout or if not running.
+        """
+        target = self._changes_requested
+        try:
+            async with asyncio.timeout(timeout):
+                while self._running and self._changes_applied < target:
+                    await asyncio.sleep(_POLL_SECONDS / 10)
+        except TimeoutError:
+            pass
+        return self._running and self._changes_applied >= target
 
     async def _listen(self, subscription: AsyncSubscription) -> None:
         assert self._stop_requested is not None
@@ -362,8 +391,10 @@ class AsyncRelay(_Bridge):
             while not self._stop_requested.is_set():
                 try:
                     while self._changes:
-                        action, channel = self._changes.popleft()
+                        action, channel = self._changes[0]
                         await getattr(subscription, action)([channel])
+                        self._changes.popleft()
+                        self._changes_applied += 1
                     received = await subscription.get(_POLL_SECONDS)
                     if received is None:
                         ping, ping_sent = self._health_check(subscription.last_activity, ping_sent)
@@ -474,6 +505,7 @@ class AsyncRelay(_Bridge):
         self._publisher_task = self._listener_task = None
         self._subscription = None
         self._changes.clear()
+        self._changes_requested = self._changes_applied = 0
         self._items = deque()
         self._queued = self._done = 0
         self._wakeup = self._progress = self._stop_requested = None
