@@ -239,10 +239,16 @@ class AsyncRelay(_Bridge):
             loop.call_soon_threadsafe(self._enqueue, item)
 
     async def _ahand_off(self, item: _Item) -> None:
-        if self.publish_mode == "sync" and self._on_loop_thread():
+        loop = self._loop
+        if self.publish_mode == "async" or loop is None:
+            self._hand_off(item)
+        elif self._on_loop_thread():
             await self._publish_now(item)
         else:
-            self._hand_off(item)
+            # asend on another thread's event loop: wait without blocking that loop.
+            await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self._publish_now(item), loop)
+            )
 
     def _enqueue(self, item: _Item) -> None:
         if len(self._items) >= self.max_queue:
