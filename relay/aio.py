@@ -69,7 +69,6 @@ class AsyncRelay(_Bridge):
         self._items: deque[_Item] = deque()
         self._queued = 0  # messages ever queued
         self._done = 0  # messages ever published or dropped
-        self._connected = True
         self._publisher_task: asyncio.Task[None] | None = None
         self._listener_task: asyncio.Task[None] | None = None
         self._subscription: AsyncSubscription | None = None
@@ -260,7 +259,7 @@ class AsyncRelay(_Bridge):
                 "relay publish queue is full (%d messages, Redis %s); dropped the oldest "
                 "message. Raise max_queue=... or check the broker.",
                 self.max_queue,
-                "unreachable" if not self._connected else "too slow",
+                "unreachable" if not self._publisher_connected else "too slow",
             )
         self._items.append(item)
         self._queued += 1
@@ -296,50 +295,8 @@ class AsyncRelay(_Bridge):
             raise
 
     async def _publish(self, batch: list[_Item]) -> None:
-        assert self._stop_requested is not None and self._progress is not None
-        frames = _frames(
-            self._frame_prefix,
-            batch,
-            self.max_message_size,
-            self._key,
-            self._durable_log is not None,
-        )
-        failures = 0
-        while True:
-            try:
-                await self.transport.publish_many(frames, self._durable_log)
-            except TransportError as exc:
-                self._stats.add("publish_errors")
-                self._connected = False
-                delay = self.backoff.compute(failures)
-                failures += 1
-                self._log.warning(
-                    "publish-error",
-                    "relay could not publish %d messages (%s); retrying in %.2f s",
-                    len(batch),
-                    exc,
-                    delay,
-                )
-                if await self._wait_for_stop(delay):
-                    self._stats.add("dropped", len(batch))
-                    logger.error(
-                        "relay stopped while Redis was unreachable; dropped %d unpublished "
-                        "messages",
-                        len(batch),
-                    )
-                    break
-                continue
-            except Exception:
-                self._stats.add("publish_errors")
-                self._stats.add("dropped", len(batch))
-                logger.exception("relay could not publish %d messages; dropped them", len(batch))
-                break
-            else:
-                self._stats.add("published", len(batch))
-                if not self._connected:
-                    logger.info("relay publisher reconnected to %s", self.transport.description)
-                self._connected = True
-                break
+        assert self._progress is not None
+        await self._drive(self._publish_steps(batch))
         self._done += len(batch)
         self._progress.set()
 
@@ -448,7 +405,7 @@ class AsyncRelay(_Bridge):
             return await getattr(self.transport, op[1])(*op[2:])
         if kind == "handle":
             return await self._handle(op[1], op[2], replay=True)
-        if kind == "wait":
+        if kind in ("wait", "publisher_wait"):
             return await self._wait_for_stop(op[1])
         if kind == "stopping":
             return self._stop_requested is not None and self._stop_requested.is_set()

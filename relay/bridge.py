@@ -227,7 +227,6 @@ class _Publisher:
         self._done = 0  # messages ever published or dropped
         self._stopping = False
         self._idle = False
-        self._connected = True
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -242,7 +241,7 @@ class _Publisher:
         bridge = self.bridge
         with self._cond:
             if len(self._items) >= bridge.max_queue:
-                if self._connected and bridge.queue_wait > 0:
+                if bridge._publisher_connected and bridge.queue_wait > 0:
                     self._cond.wait_for(
                         lambda: len(self._items) < bridge.max_queue, bridge.queue_wait
                     )
@@ -255,7 +254,7 @@ class _Publisher:
                         "relay publish queue is full (%d messages, Redis %s); dropped the "
                         "oldest message. Raise Relay(max_queue=...) or check the broker.",
                         bridge.max_queue,
-                        "unreachable" if not self._connected else "too slow",
+                        "unreachable" if not bridge._publisher_connected else "too slow",
                     )
             self._items.append(item)
             self._queued += 1
@@ -312,56 +311,15 @@ class _Publisher:
             raise
 
     def _publish(self, batch: list[_Item]) -> None:
-        bridge = self.bridge
-        frames = _frames(
-            bridge._frame_prefix,
-            batch,
-            bridge.max_message_size,
-            bridge._key,
-            bridge._durable_log is not None,
-        )
-        failures = 0
-        while True:
-            try:
-                bridge.transport.publish_many(frames, bridge._durable_log)
-            except TransportError as exc:
-                bridge._stats.add("publish_errors")
-                self._connected = False
-                delay = bridge.backoff.compute(failures)
-                failures += 1
-                bridge._log.warning(
-                    "publish-error",
-                    "relay could not publish %d messages (%s); retrying in %.2f s",
-                    len(batch),
-                    exc,
-                    delay,
-                )
-                with self._cond:
-                    if self._cond.wait_for(lambda: self._stopping, delay):
-                        self._done += len(batch)
-                        bridge._stats.add("dropped", len(batch))
-                        logger.error(
-                            "relay stopped while Redis was unreachable; dropped %d unpublished "
-                            "messages",
-                            len(batch),
-                        )
-                        self._cond.notify_all()
-                        return
-                continue
-            except Exception:
-                bridge._stats.add("publish_errors")
-                bridge._stats.add("dropped", len(batch))
-                logger.exception("relay could not publish %d messages; dropped them", len(batch))
-                break
-            else:
-                bridge._stats.add("published", len(batch))
-                if not self._connected:
-                    logger.info("relay publisher reconnected to %s", bridge.transport.description)
-                self._connected = True
-                break
+        self.bridge._drive(self.bridge._publish_steps(batch))
         with self._cond:
             self._done += len(batch)
             self._cond.notify_all()
+
+    def wait_for_stop(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True if the publisher is being stopped."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._stopping, seconds)
 
 
 def _frames(
@@ -602,6 +560,7 @@ class _Bridge:
         self._subscribed: set[str] = set()
         self._cursor_id: str | None = None  # the last message fired (durable mode)
         self._resume_position: str | None = None  # where to read the log from next
+        self._publisher_connected = True  # False while publishing fails
         self._setup()
         self._remove_fork_hook = origin.after_fork(self._after_fork)
         with _open_bridges_lock:
@@ -921,6 +880,51 @@ class _Bridge:
                 continue
             (won_async if is_async else won).append((ref, weak, sender))
         return won, won_async
+
+    def _publish_steps(self, batch: list[_Item]) -> _Steps[None]:
+        """Publish a batch, retrying with backoff while Redis is unreachable, until stopped."""
+        frames = _frames(
+            self._frame_prefix,
+            batch,
+            self.max_message_size,
+            self._key,
+            self._durable_log is not None,
+        )
+        failures = 0
+        while True:
+            try:
+                yield ("transport", "publish_many", frames, self._durable_log)
+            except TransportError as exc:
+                self._stats.add("publish_errors")
+                self._publisher_connected = False
+                delay = self.backoff.compute(failures)
+                failures += 1
+                self._log.warning(
+                    "publish-error",
+                    "relay could not publish %d messages (%s); retrying in %.2f s",
+                    len(batch),
+                    exc,
+                    delay,
+                )
+                if (yield ("publisher_wait", delay)):
+                    self._stats.add("dropped", len(batch))
+                    logger.error(
+                        "relay stopped while Redis was unreachable; dropped %d unpublished "
+                        "messages",
+                        len(batch),
+                    )
+                    return
+                continue
+            except Exception:
+                self._stats.add("publish_errors")
+                self._stats.add("dropped", len(batch))
+                logger.exception("relay could not publish %d messages; dropped them", len(batch))
+                return
+            self._stats.add("published", len(batch))
+            if not self._publisher_connected:
+                logger.info("relay publisher reconnected to %s", self.transport.description)
+            self._publisher_connected = True
+            return
 
     # -- health and reconnecting (shared) -------------------------------------
 
@@ -1377,6 +1381,8 @@ class Relay(_Bridge):
             return self._handle(op[1], op[2], replay=True)
         if kind == "wait":
             return self._stop_event.wait(op[1])
+        if kind == "publisher_wait":
+            return self._publisher.wait_for_stop(op[1])
         if kind == "stopping":
             return self._stop_event.is_set()
         if kind == "reconnect":
