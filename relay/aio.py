@@ -15,6 +15,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from relay import wire
@@ -29,6 +30,7 @@ from relay.bridge import (
     _Item,
     _Op,
     _remote_calls,
+    _RemoteCall,
     _Steps,
     gap,
 )
@@ -239,8 +241,19 @@ class AsyncRelay(_Bridge):
 
     async def _ahand_off(self, item: _Item) -> None:
         loop = self._loop
-        if self.publish_mode == "async" or loop is None:
-            self._hand_off(item)
+        if loop is None:
+            self._enqueue(item)
+        elif self.publish_mode == "async":
+            if not self._on_loop_thread():
+                loop.call_soon_threadsafe(self._enqueue, item)
+                return
+            if len(self._items) >= self.max_queue:
+                await self._wait_for_room()
+            self._enqueue(item)
+            if len(self._items) >= _MAX_BATCH:
+                # A loop of sends that never awaits anything else would starve
+                # the publisher task: let it take a batch.
+                await asyncio.sleep(0)
         elif self._on_loop_thread():
             await self._publish_now(item)
         else:
@@ -248,6 +261,19 @@ class AsyncRelay(_Bridge):
             await asyncio.wrap_future(
                 asyncio.run_coroutine_threadsafe(self._publish_now(item), loop)
             )
+
+    async def _wait_for_room(self) -> None:
+        """Wait (up to ``queue_wait``, while Redis is reachable) for the queue to have room."""
+        progress = self._progress
+        if progress is None or not self._publisher_connected or self.queue_wait <= 0:
+            return
+        try:
+            async with asyncio.timeout(self.queue_wait):
+                while len(self._items) >= self.max_queue:
+                    progress.clear()
+                    await progress.wait()
+        except TimeoutError:
+            pass
 
     def _enqueue(self, item: _Item) -> None:
         if len(self._items) >= self.max_queue:
@@ -427,22 +453,53 @@ class AsyncRelay(_Bridge):
             return 0
         for kwargs in accepted.gaps:
             await gap.asend_robust(self, **kwargs)
-        for message in accepted.fresh:
-            await self._fire(signal, message)
+        await self._fire_all(signal, accepted.fresh)
         if self.durable:
             await self._drive(self._remember_steps(accepted.fresh[-1]))
         return len(accepted.fresh)
 
+    async def _fire_all(self, signal: Signal, messages: list[wire.Message]) -> None:
+        """
+        Fire the receivers each message reaches, in order. The synchronous
+        receivers of consecutive messages without coroutine receivers run in
+        one trip to a worker thread rather than one each.
+        """
+        pending: list[tuple[wire.Message, Sequence[_RemoteCall]]] = []
+        for message in messages:
+            sync, asynchronous = await self._calls_for(signal, message)
+            if asynchronous:
+                await self._run_sync(signal, pending)
+                pending = []
+                await self._run_message(signal, message, sync, asynchronous)
+            elif sync:
+                pending.append((message, sync))
+        await self._run_sync(signal, pending)
+
     async def _fire(self, signal: Signal, message: wire.Message, only_once: bool = False) -> None:
         """Fire the receivers a remote message reaches, as ``asend`` would."""
+        sync, asynchronous = await self._calls_for(signal, message, only_once)
+        if sync or asynchronous:
+            await self._run_message(signal, message, sync, asynchronous)
+
+    async def _calls_for(
+        self, signal: Signal, message: wire.Message, only_once: bool = False
+    ) -> tuple[Sequence[_RemoteCall], Sequence[_RemoteCall]]:
+        """The (sync, async) receivers to call for a message, claiming the once ones."""
         sync, asynchronous, once = _remote_calls(signal, message.sender)
         if only_once:
             sync = asynchronous = ()
         if once:
             won, won_async = await self._drive(self._claim_steps(message, once))
             sync, asynchronous = (*sync, *won), (*asynchronous, *won_async)
-        if not sync and not asynchronous:
-            return
+        return sync, asynchronous
+
+    async def _run_message(
+        self,
+        signal: Signal,
+        message: wire.Message,
+        sync: Sequence[_RemoteCall],
+        asynchronous: Sequence[_RemoteCall],
+    ) -> None:
         token = _current_message.set(message)
         try:
             context = contextvars.copy_context()
@@ -460,6 +517,28 @@ class AsyncRelay(_Bridge):
             fired += len(factories)
             errors += len(failures)
         self._count_fired(fired, errors)
+
+    async def _run_sync(
+        self, signal: Signal, batch: list[tuple[wire.Message, Sequence[_RemoteCall]]]
+    ) -> None:
+        if not batch:
+            return
+        context = contextvars.copy_context()
+
+        def call_all() -> tuple[int, int]:
+            fired = errors = 0
+            for message, calls in batch:
+                token = _current_message.set(message)
+                try:
+                    counts = self._call_sync(signal, message, calls)
+                finally:
+                    _current_message.reset(token)
+                fired += counts[0]
+                errors += counts[1]
+            return fired, errors
+
+        loop = asyncio.get_running_loop()
+        self._count_fired(*await loop.run_in_executor(None, context.run, call_all))
 
     def _after_fork(self) -> None:
         # An event loop does not survive a fork: the child starts afresh.

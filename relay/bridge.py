@@ -430,8 +430,10 @@ class _Bridge:
                 How many messages may wait to be published. When the queue is
                 full, ``Relay`` waits up to ``queue_wait`` seconds for room
                 (only while Redis is reachable), then drops the oldest message,
-                logs it and counts it in ``stats()["dropped"]``. ``AsyncRelay``
-                never blocks the event loop: it drops the oldest at once.
+                logs it and counts it in ``stats()["dropped"]``. With
+                ``AsyncRelay``, ``await signal.asend()`` waits the same way
+                without blocking the event loop; a plain ``send()`` on the
+                loop's thread cannot wait and drops the oldest at once.
 
             queue_wait
                 See ``max_queue``. 0 never waits.

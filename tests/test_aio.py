@@ -647,3 +647,48 @@ def test_threaded_and_asyncio_bridges_of_one_process_never_fire_twice(
     assert sorted(rec.numbers()) == [1, 2]
     assert first["published"] + second["published"] == 1
     assert first["duplicates"] + second["duplicates"] == 1
+
+
+def test_a_burst_of_asends_that_never_yields_loses_nothing(redis_url: str, namespace: str) -> None:
+    sig = Signal(name="a.burst")
+
+    async def scenario() -> tuple[list[wire.Message], dict[str, int]]:
+        async with (
+            Published(redis_url, [channel_for(namespace, "a.burst")]) as published,
+            AsyncRelay(redis_url, namespace=namespace, max_queue=50) as bridge,
+        ):
+            bridge.register(sig)
+            for n in range(3000):  # nothing else is awaited in between
+                await sig.asend(None, n=n)
+            assert await bridge.flush(30)
+            return await published.read(3000), bridge.stats()
+
+    messages, stats = run(scenario())
+    assert [m.kwargs["n"] for m in messages] == list(range(3000))
+    assert stats["dropped"] == 0 and stats["published"] == 3000
+
+
+def test_the_messages_of_one_frame_fire_in_order_each_with_its_own_message(
+    redis_url: str, namespace: str
+) -> None:
+    sig = Signal(name="a.frame")
+    plain = Recorder()
+    sig.connect(plain, weak=False)
+    ids = [os.urandom(16) for _ in range(5)]
+    data = wire.encode_frame(
+        [
+            (ids[n], FOREIGN, n + 1, "a.frame", None, time.time(), wire.encode_kwargs({"n": n}))
+            for n in range(5)
+        ]
+    )
+
+    async def scenario() -> None:
+        bridge = AsyncRelay(redis_url, namespace=namespace)
+        bridge.register(sig)
+        async with bridge:
+            await inject(redis_url, namespace, "a.frame", data)
+            await eventually(lambda: bridge.stats()["fired"] == 5)
+
+    run(scenario())
+    assert plain.numbers() == [0, 1, 2, 3, 4]
+    assert [c["message"].id for c in plain.calls] == [i.hex() for i in ids]
