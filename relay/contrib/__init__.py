@@ -1,0 +1,1 @@
+"""Integrations of relay with frameworks: ``relay.contrib.django``."""
