@@ -149,7 +149,9 @@ def test_fan_out_filtering_dedup_and_no_echo(
     send = send_fifty_threaded if sender_kind == "threaded" else send_fifty_asyncio
     stats = send(redis_url, namespace, order_placed)
     results = stop_workers(redis_url, namespace, workers)
-    expected = ["Relay"] * 3 if worker_kinds == "threaded" else ["Relay", "AsyncRelay", "AsyncRelay"]
+    expected = (
+        ["Relay"] * 3 if worker_kinds == "threaded" else ["Relay", "AsyncRelay", "AsyncRelay"]
+    )
     assert [r["kind"] for r in results] == expected
 
     # The origin fired its own receiver once per send, never for its own echo.

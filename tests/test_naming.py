@@ -131,7 +131,7 @@ def test_register_name_names_a_class_and_resolves_it_back() -> None:
     assert class_named("tests.Nope") is None
     assert class_named(None) is None
     register_name(Named, "tests.Named")  # the same pair again is harmless
-    with pytest.raises(ValueError, match="already named 'tests.Named'"):
+    with pytest.raises(ValueError, match=r"already named 'tests\.Named'"):
         register_name(Named, "tests.Renamed")
     with pytest.raises(ValueError, match="already belongs to"):
         register_name(Other, "tests.Named")

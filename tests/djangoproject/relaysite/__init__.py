@@ -1,0 +1,1 @@
+"""A Django project that uses relay.contrib.django, for the tests."""

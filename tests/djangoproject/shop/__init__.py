@@ -1,0 +1,1 @@
+"""The test project's app: models, relayed receivers that record every call, views."""
