@@ -39,6 +39,11 @@ from relay.transport.base import AsyncSubscription, AsyncTransport, TransportErr
 
 __all__ = ["AsyncRelay"]
 
+_LOOP_CLOSED = (
+    "the event loop this AsyncRelay was started on is closed, so it cannot publish; "
+    "await bridge.stop() (or leave 'async with') before the loop ends"
+)
+
 logger = logging.getLogger("relay.bridge")
 
 
@@ -105,6 +110,8 @@ class AsyncRelay(_Bridge):
         """
         with self._lock:
             self._check_open()
+            if self._running and self._loop is not None and self._loop.is_closed():
+                self._abandon()
             if self._running or self._starting:
                 return self
             self._starting = True
@@ -143,6 +150,24 @@ class AsyncRelay(_Bridge):
             len(self._signals),
         )
         return self
+
+    def _abandon(self) -> None:
+        """Forget a run whose event loop ended without ``stop()``. Caller holds the lock."""
+        left = len(self._items)
+        logger.error(
+            "relay: the event loop of this AsyncRelay ended without stop(); %d queued "
+            "messages were never published",
+            left,
+        )
+        self._stats.add("dropped", left)
+        self._items.clear()
+        self._queued = self._done = 0
+        self._running = False
+        self._detach_all()
+        self._loop = self._loop_thread = None
+        self._publisher_task = self._listener_task = None
+        self._changes.clear()
+        self._changes_requested = self._changes_applied = 0
 
     async def stop(self, timeout: float | None = 10.0) -> bool:
         """
@@ -232,7 +257,11 @@ class AsyncRelay(_Bridge):
 
     def _hand_off(self, item: _Item) -> None:
         loop = self._loop
-        if loop is None or self._on_loop_thread():
+        if loop is None:
+            self._enqueue(item)
+        elif loop.is_closed():
+            raise RuntimeError(_LOOP_CLOSED)
+        elif self._on_loop_thread():
             self._enqueue(item)
         elif self.publish_mode == "sync":
             asyncio.run_coroutine_threadsafe(self._publish_now(item), loop).result()
@@ -241,12 +270,9 @@ class AsyncRelay(_Bridge):
 
     async def _ahand_off(self, item: _Item) -> None:
         loop = self._loop
-        if loop is None:
-            self._enqueue(item)
+        if loop is None or (self.publish_mode == "async" and not self._on_loop_thread()):
+            self._hand_off(item)
         elif self.publish_mode == "async":
-            if not self._on_loop_thread():
-                loop.call_soon_threadsafe(self._enqueue, item)
-                return
             if len(self._items) >= self.max_queue:
                 await self._wait_for_room()
             self._enqueue(item)
@@ -316,6 +342,14 @@ class AsyncRelay(_Bridge):
                 count = min(len(self._items), _MAX_BATCH)
                 batch = [self._items.popleft() for _ in range(count)]
                 await self._publish(batch)
+        except asyncio.CancelledError:
+            if self._running:
+                logger.warning(
+                    "relay publisher task cancelled while the bridge runs (its event loop "
+                    "ended without stop()?); %d messages are not published",
+                    len(self._items),
+                )
+            raise
         except BaseException:
             logger.critical("relay publisher task crashed", exc_info=True)
             raise

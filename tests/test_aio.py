@@ -692,3 +692,31 @@ def test_the_messages_of_one_frame_fire_in_order_each_with_its_own_message(
     run(scenario())
     assert plain.numbers() == [0, 1, 2, 3, 4]
     assert [c["message"].id for c in plain.calls] == [i.hex() for i in ids]
+
+
+def test_a_send_after_the_loop_closed_without_stop_is_a_clear_error(
+    redis_url: str, namespace: str
+) -> None:
+    sig = Signal(name="a.orphan")
+    bridge = AsyncRelay(redis_url, namespace=namespace)
+    bridge.register(sig)
+
+    async def start_only() -> None:
+        await bridge.start()  # never stopped: asyncio.run closes its loop
+
+    run(start_only())
+    with pytest.raises(RuntimeError, match="is closed, so it cannot publish"):
+        sig.send(None, n=1)
+
+    # Started again on a new loop, it works as new.
+    async def start_again() -> dict[str, int]:
+        async with (
+            Published(redis_url, [channel_for(namespace, "a.orphan")]) as published,
+            bridge,
+        ):
+            assert bridge.running
+            await sig.asend(None, n=2)
+            assert [m.kwargs["n"] for m in await published.read(1)] == [2]
+            return bridge.stats()
+
+    assert run(start_again())["published"] == 1
