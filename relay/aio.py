@@ -547,7 +547,11 @@ class AsyncRelay(_Bridge):
             )
         if asynchronous:
             factories, failures = self._coroutine_calls(signal, message, asynchronous)
-            await run_parallel(factories, context)
+            if len(factories) == 1:
+                # What run_parallel does for one call, without a task group.
+                await asyncio.get_running_loop().create_task(factories[0](), context=context)
+            else:
+                await run_parallel(factories, context)
             fired += len(factories)
             errors += len(failures)
         self._count_fired(fired, errors)

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from types import FrameType
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
@@ -829,11 +829,13 @@ class _Bridge:
 
     def _coroutine_calls(
         self, signal: Signal, message: wire.Message, calls: Iterable[_RemoteCall]
-    ) -> tuple[list[Callable[[], Awaitable[None]]], list[Exception]]:
+    ) -> tuple[list[Callable[[], Coroutine[Any, Any, None]]], list[Exception]]:
         """Robust coroutine factories for async receivers, and the list their errors go to."""
         errors: list[Exception] = []
 
-        def call(receiver: Callable[..., Any], sender: object) -> Callable[[], Awaitable[None]]:
+        def call(
+            receiver: Callable[..., Any], sender: object
+        ) -> Callable[[], Coroutine[Any, Any, None]]:
             async def run() -> None:
                 try:
                     await receiver(signal=signal, sender=sender, **message.kwargs)
