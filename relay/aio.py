@@ -39,6 +39,9 @@ from relay.transport.base import AsyncSubscription, AsyncTransport, TransportErr
 
 __all__ = ["AsyncRelay"]
 
+_listening: contextvars.ContextVar[AsyncRelay | None] = contextvars.ContextVar(
+    "relay_aio_listening", default=None
+)
 _LOOP_CLOSED = (
     "the event loop this AsyncRelay was started on is closed, so it cannot publish; "
     "await bridge.stop() (or leave 'async with') before the loop ends"
@@ -112,9 +115,16 @@ class AsyncRelay(_Bridge):
             self._check_open()
             if self._running and self._loop is not None and self._loop.is_closed():
                 self._abandon()
-            if self._running or self._starting:
-                return self
-            self._starting = True
+            starting = self._starting
+            if not (self._running or starting):
+                self._starting = True
+        if self._running:
+            return self
+        if starting:
+            # Another start() is under way: return when it is done, as it does.
+            while self._starting:
+                await asyncio.sleep(_POLL_SECONDS / 10)
+            return self if self._running else await self.start()
         try:
             listening = self._listening_channels()
             subscription = self.transport.subscription()
@@ -134,10 +144,13 @@ class AsyncRelay(_Bridge):
                 self._stop_requested = asyncio.Event()
                 self._running = True
                 self._attach_all()
-                if self.publish_mode == "async":
-                    self._publisher_task = loop.create_task(
-                        self._publish_loop(), name=f"relay-publisher[{self.namespace}]"
-                    )
+                # Registered, or given remote receivers, while SUBSCRIBE was under way.
+                for channel in sorted(self._listening_channels() - listening):
+                    self._subscribe(channel)
+                # Also in sync mode: a plain send() on the loop's thread queues.
+                self._publisher_task = loop.create_task(
+                    self._publish_loop(), name=f"relay-publisher[{self.namespace}]"
+                )
                 self._listener_task = loop.create_task(
                     self._listen(subscription), name=f"relay-listener[{self.namespace}]"
                 )
@@ -168,6 +181,9 @@ class AsyncRelay(_Bridge):
         self._publisher_task = self._listener_task = None
         self._changes.clear()
         self._changes_requested = self._changes_applied = 0
+        self._subscription = None
+        # Its connections belong to the dead loop: forget them, unclosed.
+        self.transport.after_fork()
 
     async def stop(self, timeout: float | None = 10.0) -> bool:
         """
@@ -184,21 +200,30 @@ class AsyncRelay(_Bridge):
         with self._lock:
             if not self._running:
                 return True
+            if self._loop is not None and self._loop.is_closed():
+                self._abandon()
+                return False
             self._running = False
             self._detach_all()
-        flushed = await self._flush(timeout) if self.publish_mode == "async" else True
+        flushed = await self._flush(timeout)
         assert self._stop_requested is not None and self._wakeup is not None
         self._stop_requested.set()
         self._wakeup.set()
         current = asyncio.current_task()
+        inside_listener = _listening.get() is self
         for task in (self._publisher_task, self._listener_task):
-            if task is not None and task is not current:
-                await asyncio.gather(task, return_exceptions=True)
+            if task is None or task is current:
+                continue
+            if task is self._listener_task and inside_listener:
+                # Called by a receiver: the listener waits for it, and ends
+                # on its own once the receiver returns.
+                continue
+            await asyncio.gather(task, return_exceptions=True)
         self._publisher_task = self._listener_task = None
         with self._lock:
             self._loop = self._loop_thread = None
             left = len(self._items)
-            if left and self.publish_mode == "async":
+            if left:
                 self._items.clear()
                 self._done += left
                 self._stats.add("dropped", left)
@@ -232,8 +257,6 @@ class AsyncRelay(_Bridge):
 
         Returns True if all was published in time.
         """
-        if self.publish_mode == "sync":
-            return True
         return await self._flush(timeout)
 
     async def _flush(self, timeout: float | None) -> bool:
@@ -407,6 +430,7 @@ class AsyncRelay(_Bridge):
 
     async def _listen(self, subscription: AsyncSubscription) -> None:
         assert self._stop_requested is not None
+        _listening.set(self)  # seen by the receivers it runs (their contexts are copies)
         try:
             if self.durable:
                 await self._drive(self._start_durable_steps())

@@ -1045,7 +1045,14 @@ class _Bridge:
             fired = 0
             for entry in entries:
                 if entry.channel in self._subscribed:
-                    fired += yield ("handle", entry.channel, entry.data)
+                    try:
+                        fired += yield ("handle", entry.channel, entry.data)
+                    except TransportError:
+                        raise
+                    except Exception:
+                        # As on the live path: count it and go on.
+                        self._stats.add("listener_errors")
+                        logger.exception("relay listener could not handle a logged message")
                 after = entry.position
                 if entry.position == end:
                     break

@@ -51,8 +51,8 @@ def sender_name(sender: object) -> str | None:
             included) or a method is named by its dotted path,
             ``"module.QualifiedName"``, unless ``register_name`` gave it
             another name; a module by its ``__name__``. Any other object is
-            named by the dotted path of its type, so all instances of a class
-            share one name.
+            named by its type's name, so all instances of a class share one
+            name.
     """
     if sender is None:
         return None
@@ -67,6 +67,10 @@ def sender_name(sender: object) -> str | None:
         return sender.__name__
     if isinstance(sender, _NAMED_BY_PATH):
         return _dotted_path(sender)
+    if _CLASS_NAMES:
+        registered = _CLASS_NAMES.get(type(sender))
+        if registered is not None:
+            return registered
     return _dotted_path(type(sender))
 
 
@@ -91,9 +95,10 @@ def register_name(cls: type, name: str) -> None:
     """
     Give a class a name of its own across processes.
 
-    A send from ``cls`` then carries ``name`` instead of the class's dotted
-    path, and a send from ``name`` arriving from another process reaches
-    receivers as ``cls`` itself, whether or not they were connected for it.
+    A send from ``cls`` (or from one of its instances) then carries ``name``
+    instead of the class's dotted path, and a send from ``name`` arriving
+    from another process reaches receivers as ``cls`` itself, whether or not
+    they were connected for it.
     ``relay.contrib.django`` names every model this way, by its label
     (``"shop.Order"``).
 

@@ -720,3 +720,96 @@ def test_a_send_after_the_loop_closed_without_stop_is_a_clear_error(
             return bridge.stats()
 
     assert run(start_again())["published"] == 1
+
+
+def test_stop_and_close_from_inside_a_receiver(redis_url: str, namespace: str) -> None:
+    sig = Signal(name="a.stopper")
+    results: list[bool] = []
+
+    async def scenario() -> AsyncRelay:
+        bridge = AsyncRelay(redis_url, namespace=namespace)
+
+        async def stop_here(sender: Any, **kwargs: Any) -> None:
+            results.append(await bridge.stop())
+            await bridge.close()
+
+        sig.connect(stop_here, weak=False)
+        bridge.register(sig)
+        await bridge.start()
+        await inject(redis_url, namespace, "a.stopper", foreign("a.stopper", 1, n=1))
+        await asyncio.wait_for(eventually(lambda: bool(results)), 20)
+        return bridge
+
+    bridge = run(scenario())
+    assert results == [True] and not bridge.running
+    with pytest.raises(RuntimeError, match="closed"):
+        run(bridge.start())
+
+
+def test_a_plain_send_on_the_loop_in_sync_mode_is_published(redis_url: str, namespace: str) -> None:
+    sig = Signal(name="a.syncsend")
+
+    async def scenario() -> tuple[list[wire.Message], dict[str, int]]:
+        async with (
+            Published(redis_url, [channel_for(namespace, "a.syncsend")]) as published,
+            AsyncRelay(redis_url, namespace=namespace, publish="sync") as bridge,
+        ):
+            bridge.register(sig)
+            sig.send(None, n=1)  # cannot wait on the loop: queued, then published
+            assert await bridge.flush(20)
+            return await published.read(1), bridge.stats()
+
+    messages, stats = run(scenario())
+    assert [m.kwargs["n"] for m in messages] == [1]
+    assert stats["published"] == 1 and stats["dropped"] == 0
+
+
+def test_receivers_connected_while_start_subscribes_are_heard(
+    redis_url: str, namespace: str
+) -> None:
+    first, second = Signal(name="a.first"), Signal(name="a.second")
+    rec_first, rec_second = Recorder(), Recorder()
+    first.connect(rec_first, weak=False)
+
+    async def scenario() -> None:
+        bridge = AsyncRelay(redis_url, namespace=namespace)
+        bridge.register(first)
+        bridge.register(second)  # no receiver yet
+        starting = asyncio.ensure_future(bridge.start())
+        await asyncio.sleep(0)  # start() is now waiting for Redis to confirm
+        second.connect(rec_second, weak=False)
+        await starting
+        assert await bridge.start() is bridge
+        assert await bridge.subscribed()
+        await inject(redis_url, namespace, "a.second", foreign("a.second", 1, n=2))
+        await eventually(lambda: rec_second.numbers() == [2])
+        await bridge.close()
+
+    run(scenario())
+
+
+def test_stop_and_close_after_the_loop_ended_without_stop(redis_url: str, namespace: str) -> None:
+    sig = Signal(name="a.abandoned")
+    sig.connect(Recorder(), weak=False)
+    bridge = AsyncRelay(redis_url, namespace=namespace)
+    bridge.register(sig)
+    run(bridge.start())  # asyncio.run ends; the bridge was never stopped
+
+    async def later() -> bool:
+        stopped = await bridge.stop()
+        await bridge.close()
+        return stopped
+
+    assert run(later()) is False  # nothing could be flushed on the dead loop
+    assert not bridge.running and bridge._closed
+
+    again = AsyncRelay(redis_url, namespace=namespace)
+    again.register(sig)
+    run(again.start())
+
+    async def restart_then_close() -> None:
+        await again.start()  # on a new loop: starts afresh
+        assert again.running
+        await again.close()
+
+    run(restart_then_close())

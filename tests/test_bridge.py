@@ -426,15 +426,18 @@ def test_a_registered_class_name_crosses_and_comes_back_as_the_class(
     sig = bridge.register(Signal(name="shop.labelled"))
     anyone = Recorder()
     sig.connect(anyone, weak=False)
+    instance = Labelled()
     with bridge:
         sig.send(sender=Labelled)
+        sig.send(sender=instance)  # an instance is named by its class
         bridge.flush()
         inject(client, "shop.labelled", foreign_frame("shop.labelled", "tests.Labelled"))
-        wait_until(lambda: len(anyone.calls) == 2)
-    sent = wire.decode_frame(transport.batches[0][0][1])
-    assert sent[0].sender == "tests.Labelled"
-    # Locally and from elsewhere, the any-sender receiver gets the class itself.
-    assert [c["sender"] for c in anyone.calls] == [Labelled, Labelled]
+        wait_until(lambda: len(anyone.calls) == 3)
+    sent = [m for batch in transport.batches for _, data in batch for m in wire.decode_frame(data)]
+    assert [m.sender for m in sent] == ["tests.Labelled", "tests.Labelled"]
+    # Locally and from elsewhere, the any-sender receiver gets the class (or
+    # the local instance) itself.
+    assert [c["sender"] for c in anyone.calls] == [Labelled, instance, Labelled]
 
 
 def test_register_scope_local_sets_the_default(bridge: Relay, client: fakeredis.FakeRedis) -> None:
