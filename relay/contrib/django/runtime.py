@@ -24,7 +24,7 @@ from relay import origin
 from relay.bridge import Relay
 from relay.contrib.django import conf, forwarding, snapshot
 from relay.contrib.django.signals import MODEL_SIGNALS
-from relay.signals import Signal
+from relay.signals import Registration, Signal
 from relay.transport.base import TransportError
 
 __all__ = ["autostart", "get_bridge", "relayed_signals", "run", "setup", "start", "stop"]
@@ -169,19 +169,31 @@ def autostart() -> None:
     bridge, settings = _bridge, _settings
     if bridge is None or settings is None or not settings.autostart or bridge.running:
         return
-    now = time.monotonic()
-    if now < _retry_at:
+    from django.apps import apps
+
+    if not apps.ready:
+        # Still setting up: perhaps gunicorn's master with --preload, which forks.
+        return
+    if time.monotonic() < _retry_at:
+        return
+    # Another thread already trying (Redis slow to answer) is enough: never
+    # hold up this thread's request behind it.
+    if not _lock.acquire(blocking=False):
         return
     try:
+        if bridge.running or time.monotonic() < _retry_at:
+            return
         start()
     except TransportError as exc:
-        _retry_at = now + RETRY_SECONDS
+        _retry_at = time.monotonic() + RETRY_SECONDS
         logger.error(
             "relay could not start this process's bridge (%s): until it can, this process "
             "neither publishes nor hears relayed signals. Retrying in %g s.",
             exc,
             RETRY_SECONDS,
         )
+    finally:
+        _lock.release()
 
 
 def run() -> None:
@@ -202,11 +214,31 @@ def _start_on_request(sender: Any, **kwargs: Any) -> None:
         autostart()
 
 
-def _start_on_send(sender: Any, **kwargs: Any) -> None:
-    """A ``scope="local"`` receiver of each relayed project signal: a send starts the bridge."""
-    bridge = _bridge
-    if bridge is not None and not bridge.running:
-        autostart()
+class _Autostarter:
+    """
+    Attached to each relayed project signal beside the bridge (see
+    ``relay.signals.Outbox``): after a send, it starts the bridge if it is not
+    running, which then publishes the queued send. Unlike a receiver, it shows
+    in neither ``send()``'s responses nor ``has_listeners()``.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        # Its own namespace: a signal hands off to the first outbox of each.
+        self.namespace = f"{namespace} autostart"
+
+    def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> None:
+        return None
+
+    def hand_off(self, prepared: None) -> None:
+        bridge = _bridge
+        if bridge is not None and not bridge.running:
+            autostart()
+
+    async def ahand_off(self, prepared: None) -> None:
+        self.hand_off(prepared)
+
+    def receiver_connected(self, registration: Registration) -> None:
+        pass
 
 
 def setup() -> None:
@@ -241,8 +273,10 @@ def setup() -> None:
         core_signals.request_started.connect(
             _start_on_request, weak=False, dispatch_uid=_AUTOSTART_UID
         )
+        starter = _Autostarter(parsed.namespace)
         for signal in parsed.signals:
-            signal.connect(_start_on_send, weak=False, dispatch_uid=_AUTOSTART_UID, scope="local")
+            if not any(isinstance(o, _Autostarter) for o in signal._attached):
+                signal._attach(starter)
 
 
 def _stop_at_exit() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import decimal
+import enum
 import logging
 import threading
 import uuid
@@ -71,6 +72,12 @@ def _plain(model_label: str, attname: str, value: Any) -> Any:
     """The value of a field as it crosses the wire, or ``_SKIP`` if it cannot."""
     if type(value) in _IMMUTABLE:
         return value
+    if isinstance(value, enum.Enum):
+        # A TextChoices/IntegerChoices member, as assigned before save(): the
+        # database holds its value, and so does the snapshot.
+        value = value.value
+        if type(value) in _IMMUTABLE:
+            return value
     if isinstance(value, memoryview):
         return bytes(value)
     from django.db.models.fields.files import FieldFile
@@ -106,8 +113,9 @@ def field_values(instance: Any) -> tuple[list[str], list[Any]]:
         instance
             A model instance. Deferred fields are left out, so this never
             queries the database. A file field gives its name, binary data
-            ``bytes``; a value of a type relay cannot send is left out (and
-            logged once per field).
+            ``bytes``, a choices member (``TextChoices``) its value; a value
+            of a type relay cannot send is left out (and logged once per
+            field).
     """
     meta = instance._meta
     deferred = instance.get_deferred_fields()

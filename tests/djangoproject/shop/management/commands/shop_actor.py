@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.db import transaction
+from django.db import models, transaction
 
 from relay import wire
 from relay.contrib.django import get_bridge, snapshot
@@ -132,8 +132,10 @@ def op_tag(command: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_note(command: dict[str, Any]) -> dict[str, Any]:
-    order_note.send(sender=Order, text=command["text"], order_id=command.get("order_id"))
-    return {}
+    responses = order_note.send(
+        sender=Order, text=command["text"], order_id=command.get("order_id")
+    )
+    return {"responses": [receiver.__qualname__ for receiver, _ in responses]}
 
 
 def op_bridge(command: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +161,10 @@ def _raises(function: Callable[[], Any]) -> str | None:
     except Exception as exc:
         return type(exc).__name__
     return None
+
+
+class Tone(models.TextChoices):
+    LOUD = "loud"
 
 
 def op_selftest(command: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +234,16 @@ def _selftest(results: dict[str, Any]) -> None:
         extra={"x": object()},
     )
     results["unencodable"] = sorted(_roundtrip(order=odd)["order"].get_deferred_fields())
+
+    chosen = Order(
+        customer=customer, number=Tone.LOUD, total=decimal.Decimal(1), placed_at=placed_at
+    )
+    picked = _roundtrip(order=chosen)["order"]
+    results["choices"] = [
+        type(picked.number).__name__,
+        picked.number,
+        sorted(picked.get_deferred_fields()),
+    ]
 
     decode = snapshot.decoder(Order)
     bad: list[Any] = [
