@@ -81,40 +81,44 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
-import importlib.metadata
-import json
 import math
 import multiprocessing as mp
 import os
-import platform
-import queue
-import statistics
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.queues import Queue as MPQueue
 from multiprocessing.synchronize import Event as MPEvent
-from pathlib import Path
 from typing import Any
 
-import redis
-from redis.utils import HIREDIS_AVAILABLE
+from _harness import (
+    SIGNAL_NAME,
+    WARMUP,
+    WARMUP_PAUSE,
+    Result,
+    Spec,
+    TallyBase,
+    conclude,
+    describe_loss,
+    environment,
+    good_runs,
+    latency_summary,
+    median,
+    new_run,
+    paired_ratios,
+    run_job,
+    run_metric,
+    run_rounds,
+    spread,
+)
+from _harness import fmt_number as _n
 
 from relay import AsyncRelay, Relay, Signal
 from relay.testing import RedisServer
 
-SIGNAL_NAME = "bench.ping"
-WARMUP = 200
-WARMUP_PAUSE = 0.2
-CONSUMER_GRACE = 5.0  # seconds the consumer keeps waiting after the producer is done
-READY_TIMEOUT = 60.0
 DASH = "\N{EN DASH}"  # min-max in the tables, as in the README
-
-Spec = dict[str, Any]
-Result = dict[str, Any]
 
 
 # -- what is measured ------------------------------------------------------------------
@@ -162,22 +166,15 @@ class Job:
 # -- the consumer's tally (runs in the worker processes) -------------------------------
 
 
-class Tally:
+class Tally(TallyBase):
     """What the consumer received: every ``n`` (exactly once?), timings, latencies."""
 
     def __init__(self, total: int, latency: bool) -> None:
-        self.total = total
+        super().__init__(total)
         self.latency = latency
-        self.hits = bytearray(total)
-        self.count = 0  # messages with 0 <= n, duplicates included
-        self.warm = 0  # warm-up messages (n < 0)
-        self.stray = 0  # n >= total: never sent
-        self.first_ns = 0
-        self.last_ns = 0
         self.cpu_first = math.nan
         self.cpu_last = math.nan
         self.latencies = array.array("q")
-        self.done = threading.Event()
 
     def hit(self, n: int, t: int) -> None:
         now = time.perf_counter_ns()
@@ -204,48 +201,9 @@ class Tally:
             self.cpu_last = time.process_time()
             self.done.set()
 
-    def _settle(self, producer_done: MPEvent, deadline: float) -> tuple[bool, float]:
-        """One check: (stop waiting?, the grace deadline)."""
-        if self.done.is_set():
-            return True, deadline
-        if producer_done.is_set():
-            deadline = min(deadline, time.monotonic() + CONSUMER_GRACE)
-            if time.monotonic() > deadline:
-                return True, deadline
-        return False, deadline
-
-    def wait(self, producer_done: MPEvent) -> None:
-        """Wait until every message is in, or the producer is done and grace is over."""
-        deadline = math.inf
-        while True:
-            stop, deadline = self._settle(producer_done, deadline)
-            if stop:
-                break
-            self.done.wait(0.05)
-        self.finish()
-
-    async def await_(self, producer_done: MPEvent) -> None:
-        """``wait`` for an event loop: poll, never block it."""
-        deadline = math.inf
-        while True:
-            stop, deadline = self._settle(producer_done, deadline)
-            if stop:
-                break
-            await asyncio.sleep(0.02)
-        self.finish()
-
     def report(self) -> Result:
-        missing = self.hits.count(0)
-        duplicates = sum(h - 1 for h in self.hits if h > 1)
         return {
-            "received": self.count,
-            "unique": self.total - missing,
-            "missing": missing,
-            "duplicates": duplicates,
-            "stray": self.stray,
-            "warmup_received": self.warm,
-            "first_recv_ns": self.first_ns,
-            "last_recv_ns": self.last_ns,
+            **self.counts(),
             "cpu_s": self.cpu_last - self.cpu_first,
             "latencies_ns": list(self.latencies),
         }
@@ -450,77 +408,10 @@ def make_spec(job: Job, config: argparse.Namespace, env: Result, round_: int) ->
     }
 
 
-def _collect(
-    out: MPQueue[Any], got: dict[str, Result], role: str, process: Any, timeout: float
-) -> None:
-    """Wait for ``role``'s result (keeping any other that arrives), at most ``timeout``."""
-    deadline = time.monotonic() + timeout
-    exited_at = math.inf
-    while role not in got:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            got[role] = {"error": f"{role}: no result within {timeout:.0f} s"}
-            return
-        if not process.is_alive():
-            exited_at = min(exited_at, time.monotonic())
-            if time.monotonic() - exited_at > 2.0:  # its last put() had time to arrive
-                got[role] = {"error": f"{role} exited with code {process.exitcode}, no result"}
-                return
-        try:
-            who, result = out.get(timeout=min(remaining, 0.5))
-        except queue.Empty:
-            continue
-        got[who] = result
-
-
-def run_job(ctx: Any, spec: Spec) -> tuple[Result, Result]:
-    """Run one consumer and one producer process; return their results."""
-    out = ctx.Queue()
-    ready, producer_done = ctx.Event(), ctx.Event()
-    consumer = ctx.Process(target=consumer_main, args=(spec, ready, producer_done, out))
-    consumer.start()
-    producer = None
-    got: dict[str, Result] = {}
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not ready.wait(0.1):
-            if not consumer.is_alive() or time.monotonic() > deadline:
-                _collect(out, got, "consumer", consumer, 5.0)
-                return {"error": "consumer never became ready"}, got["consumer"]
-        producer = ctx.Process(target=producer_main, args=(spec, out))
-        producer.start()
-        per_message = spec["period_ns"] / 1e9 if spec["latency"] else 0.005
-        _collect(out, got, "producer", producer, 60.0 + spec["n"] * per_message)
-        producer_done.set()
-        _collect(out, got, "consumer", consumer, CONSUMER_GRACE + 30.0)
-        return got["producer"], got["consumer"]
-    finally:
-        producer_done.set()
-        for process in (producer, consumer):
-            if process is None:
-                continue
-            process.join(15)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        out.close()
-        out.join_thread()
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    index = max(0, math.ceil(q * len(sorted_values)) - 1)
-    return float(sorted_values[index])
-
-
 def summarize_run(job: Job, spec: Spec, producer: Result, consumer: Result) -> Result:
     """One run's metrics, loss accounting and error, from the two processes' results."""
-    run: Result = {"job": job.key, "n": spec["n"], "producer": producer, "consumer": consumer}
-    roles = (("producer", producer), ("consumer", consumer))
-    errors = [f"{role}: {r['error']}" for role, r in roles if "error" in r]
-    run["error"] = "\n".join(errors) or None
-    if errors:
+    run = new_run(job.key, spec, producer, consumer)
+    if run["error"]:
         return run
     n = spec["n"]
     before = producer["bridge_stats_before"].get("dropped", 0)
@@ -549,37 +440,8 @@ def summarize_run(job: Job, spec: Spec, producer: Result, consumer: Result) -> R
     run["producer_cpu_us"] = producer["cpu_s"] / n * 1e6
     run["consumer_cpu_us"] = consumer["cpu_s"] / n * 1e6
     if spec["latency"]:
-        lat = sorted(x / 1e3 for x in consumer["latencies_ns"])
-        run["latency_us"] = {
-            "count": len(lat),
-            "p50": _percentile(lat, 0.50),
-            "p90": _percentile(lat, 0.90),
-            "p99": _percentile(lat, 0.99),
-            "max": lat[-1] if lat else math.nan,
-        }
+        run["latency_us"] = latency_summary(consumer["latencies_ns"])
     return run
-
-
-def _metric(run: Result | None, metric: str) -> float:
-    if run is None or run.get("error"):
-        return math.nan
-    if metric in ("p50", "p90", "p99", "max"):
-        return float(run.get("latency_us", {}).get(metric, math.nan))
-    return float(run.get(metric, math.nan))
-
-
-def _median(values: Sequence[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return statistics.median(finite) if finite else math.nan
-
-
-def _spread(values: Sequence[float]) -> Result:
-    finite = [v for v in values if math.isfinite(v)]
-    return {
-        "median": _median(finite),
-        "min": min(finite, default=math.nan),
-        "max": max(finite, default=math.nan),
-    }
 
 
 THROUGHPUT_METRICS = (
@@ -596,7 +458,7 @@ def evaluate(rounds: list[dict[str, Result]], jobs: Sequence[Job]) -> Result:
     """Medians per cell, and paired per-round ratios asyncio / threaded."""
     summary: Result = {"jobs": {}, "ratios": []}
     for job in jobs:
-        runs = [r[job.key] for r in rounds if job.key in r and not r[job.key].get("error")]
+        runs = good_runs(rounds, job.key)
         entry: Result = {
             "label": job.path.label,
             "section": job.section,
@@ -608,7 +470,7 @@ def evaluate(rounds: list[dict[str, Result]], jobs: Sequence[Job]) -> Result:
         if job.section == "latency":
             metrics += ("p50", "p90", "p99", "max")
         for metric in metrics:
-            entry[metric] = _spread([_metric(r, metric) for r in runs])
+            entry[metric] = spread([run_metric(r, metric) for r in runs])
         summary["jobs"][job.key] = entry
     for job in jobs:
         if job.path == T_BASE:
@@ -623,11 +485,7 @@ def evaluate(rounds: list[dict[str, Result]], jobs: Sequence[Job]) -> Result:
             )
         )
         for metric in metrics:
-            paired = []
-            for r in rounds:
-                top, bottom = _metric(r.get(job.key), metric), _metric(r.get(base.key), metric)
-                if math.isfinite(top) and math.isfinite(bottom) and bottom > 0:
-                    paired.append(top / bottom)
+            paired = paired_ratios(rounds, job.key, base.key, metric)
             top_m = summary["jobs"][job.key][metric]["median"]
             bottom_m = summary["jobs"][base.key][metric]["median"]
             summary["ratios"].append(
@@ -636,7 +494,7 @@ def evaluate(rounds: list[dict[str, Result]], jobs: Sequence[Job]) -> Result:
                     "label": job.path.label,
                     "section": job.section,
                     "metric": metric,
-                    "paired_median": _median(paired),
+                    "paired_median": median(paired),
                     "paired_min": min(paired, default=math.nan),
                     "paired_max": max(paired, default=math.nan),
                     "of_medians": top_m / bottom_m if bottom_m else math.nan,
@@ -647,47 +505,6 @@ def evaluate(rounds: list[dict[str, Result]], jobs: Sequence[Job]) -> Result:
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("redis", "hiredis", "signal-relay"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def environment(server: RedisServer) -> Result:
-    client = redis.Redis.from_url(server.url)
-    info = client.info("server")
-    client.close()
-    return {
-        **_versions(),
-        "redis_parser": "hiredis" if HIREDIS_AVAILABLE else "python",
-        "redis_server": str(info.get("redis_version")),
-        "redis_server_url": server.url,
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-
-
-def _n(value: float, digits: int = 0) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:,.{digits}f}"
 
 
 def _x(value: float) -> str:
@@ -804,22 +621,25 @@ def render(env: Result, config: argparse.Namespace, summary: Result, problems: l
     return "\n".join(lines)
 
 
-def _progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+def _loss_details(run: Result) -> str:
+    return (
+        f", receiver errors {run['receiver_errors']:,}, "
+        f"flushed in time: {run['producer']['flushed_in_time']}"
+    )
 
 
 def _describe_loss(job: Job, round_: int, run: Result) -> str | None:
-    if run.get("error"):
-        return f"round {round_} {job.key}: crashed or timed out:\n{run['error']}"
-    if run.get("lost"):
-        return (
-            f"round {round_} {job.key}: {run['n']:,} sent, {run['consumer']['unique']:,} "
-            f"arrived; missing {run['missing']:,}, duplicated {run['duplicates']:,}, "
-            f"never-sent {run['stray']:,}, dropped by the bridge {run['dropped']:,}, "
-            f"receiver errors {run['receiver_errors']:,}, "
-            f"flushed in time: {run['producer']['flushed_in_time']}"
-        )
-    return None
+    return describe_loss(job.key, round_, run, _loss_details)
+
+
+def _run_one(job: Job, config: argparse.Namespace, env: Result, ctx: Any, round_: int) -> Result:
+    spec = make_spec(job, config, env, round_)
+    producer, consumer = run_job(ctx, spec, consumer_main, producer_main)
+    return summarize_run(job, spec, producer, consumer)
+
+
+def _throughput_shown(run: Result) -> str:
+    return f"{run['consumer_rate']:,.0f} msgs/s delivered (send loop {run['send_rate']:,.0f}/s)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -850,56 +670,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     jobs = [Job("throughput", p) for p in THROUGHPUT] + [Job("latency", p) for p in LATENCY]
     ctx = mp.get_context("spawn")
-    rounds: list[dict[str, Result]] = []
-    problems: list[str] = []
     started = time.monotonic()
     with RedisServer() as server:
-        env = environment(server)
-        for round_ in range(config.rounds):
-            shift = round_ % len(jobs)
-            order = jobs[shift:] + jobs[:shift]
-            results: dict[str, Result] = {}
-            for job in order:
-                spec = make_spec(job, config, env, round_)
-                producer, consumer = run_job(ctx, spec)
-                run = summarize_run(job, spec, producer, consumer)
-                run["round"] = round_
-                results[job.key] = run
-                problem = _describe_loss(job, round_, run)
-                if problem:
-                    problems.append(problem)
-                if run["error"]:
-                    shown = "ERROR"
-                elif job.section == "latency":
-                    lat = run["latency_us"]
-                    shown = f"p50 {lat['p50']:,.0f} µs  p99 {lat['p99']:,.0f} µs"
-                else:
-                    shown = (
-                        f"{run['consumer_rate']:,.0f} msgs/s delivered "
-                        f"(send loop {run['send_rate']:,.0f}/s)"
-                    )
-                _progress(
-                    f"[round {round_ + 1}/{config.rounds}] {job.section:<10} "
-                    f"{job.path.label:<40} {shown}{'  LOSS' if run.get('lost') else ''}"
-                )
-            rounds.append(results)
+        env = environment(server, ("redis", "hiredis", "signal-relay"))
+        rounds, problems = run_rounds(
+            config.rounds,
+            jobs,
+            lambda job, round_: _run_one(job, config, env, ctx, round_),
+            _describe_loss,
+            lambda job: f"{job.section:<10} {job.path.label:<40}",
+            _throughput_shown,
+        )
     elapsed = time.monotonic() - started
 
     summary = evaluate(rounds, jobs)
-    print(render(env, config, summary, problems))
-    print(f"\n(benchmark time: {elapsed:.0f} s)")
-    if config.json:
-        document = {
-            "config": vars(config),
-            "environment": env,
-            "summary": summary,
-            "rounds": rounds,
-            "problems": problems,
-            "elapsed_s": elapsed,
-        }
-        Path(config.json).write_text(json.dumps(document, indent=1, default=str) + "\n")
-        _progress(f"wrote {config.json}")
-    return 1 if problems else 0
+    report = render(env, config, summary, problems)
+    return conclude(config, env, summary, rounds, problems, elapsed, report)
 
 
 if __name__ == "__main__":

@@ -87,16 +87,11 @@ import array
 import asyncio
 import contextlib
 import cProfile
-import importlib.metadata
 import io
-import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import pstats
-import queue
-import statistics
 import sys
 import threading
 import time
@@ -110,22 +105,35 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import redis
-from redis.utils import HIREDIS_AVAILABLE
+from _harness import (
+    CONSUMER_GRACE,
+    SIGNAL_NAME,
+    WARMUP,
+    WARMUP_PAUSE,
+    Result,
+    Spec,
+    TallyBase,
+    conclude,
+    describe_loss,
+    environment,
+    fmt_number,
+    good_runs,
+    latency_summary,
+    median,
+    new_run,
+    paired_ratios,
+    progress,
+    run_job,
+    run_metric,
+    run_rounds,
+    spread,
+)
 
 from relay import Relay, Signal
 from relay.testing import RedisServer
 
-SIGNAL_NAME = "bench.ping"
-WARMUP = 200
-WARMUP_PAUSE = 0.2
-CONSUMER_GRACE = 5.0  # seconds the consumer keeps waiting after the producer is done
-READY_TIMEOUT = 60.0
-
 THROUGHPUT = ("relay async", "relay sync", "raw sequential", "raw pipelined", "channels_redis")
 LATENCY = ("relay async", "relay sync", "raw sequential")
-
-Spec = dict[str, Any]
-Result = dict[str, Any]
 
 
 # -- measuring helpers (run in the worker processes) ---------------------------
@@ -174,20 +182,13 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
-class Tally:
+class Tally(TallyBase):
     """What the consumer received: every ``n`` (exactly once?), timings, latencies."""
 
     def __init__(self, total: int, redis_pid: int) -> None:
-        self.total = total
+        super().__init__(total)
         self.redis_pid = redis_pid
-        self.hits = bytearray(total)
-        self.count = 0  # messages with 0 <= n, duplicates included
-        self.warm = 0  # warm-up messages (n < 0)
-        self.stray = 0  # n >= total: never sent
-        self.first_ns = 0
-        self.last_ns = 0
         self.latencies = array.array("q")
-        self.done = threading.Event()
         self.cpu_start: dict[str, float] = {}
         self.cpu_end: dict[str, float] = {}
         self.server_start = math.nan
@@ -220,30 +221,9 @@ class Tally:
             self.server_end = server_cpu(self.redis_pid)
             self.done.set()
 
-    def wait(self, producer_done: MPEvent) -> bool:
-        """Wait until every message is in, or the producer is done and grace is over."""
-        while not self.done.wait(0.05):
-            if producer_done.is_set():
-                deadline = time.monotonic() + CONSUMER_GRACE
-                while not self.done.wait(0.05) and time.monotonic() < deadline:
-                    pass
-                break
-        complete = self.done.is_set()
-        self.finish()
-        return complete
-
     def report(self) -> Result:
-        missing = self.hits.count(0)
-        duplicates = sum(h - 1 for h in self.hits if h > 1)
         return {
-            "received": self.count,
-            "unique": self.total - missing,
-            "missing": missing,
-            "duplicates": duplicates,
-            "stray": self.stray,
-            "warmup_received": self.warm,
-            "first_recv_ns": self.first_ns,
-            "last_recv_ns": self.last_ns,
+            **self.counts(),
             "latencies_ns": list(self.latencies),
             "cpu": cpu_delta(self.cpu_start, self.cpu_end),
             "server_cpu_end": self.server_end,
@@ -596,75 +576,10 @@ def make_spec(job: Job, config: argparse.Namespace, env: Result, round_: int) ->
     return spec
 
 
-def _collect(
-    out: MPQueue[Any], got: dict[str, Result], role: str, process: Any, timeout: float
-) -> None:
-    """Wait for ``role``'s result (keeping any other that arrives), at most ``timeout``."""
-    deadline = time.monotonic() + timeout
-    exited_at = math.inf
-    while role not in got:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            got[role] = {"error": f"{role}: no result within {timeout:.0f} s"}
-            return
-        if not process.is_alive():
-            exited_at = min(exited_at, time.monotonic())
-            if time.monotonic() - exited_at > 2.0:  # its last put() had time to arrive
-                got[role] = {"error": f"{role} exited with code {process.exitcode}, no result"}
-                return
-        try:
-            who, result = out.get(timeout=min(remaining, 0.5))
-        except queue.Empty:
-            continue
-        got[who] = result
-
-
-def run_job(ctx: Any, spec: Spec) -> tuple[Result, Result]:
-    """Run one consumer and one producer process; return their results."""
-    out = ctx.Queue()
-    ready, producer_done = ctx.Event(), ctx.Event()
-    consumer = ctx.Process(target=consumer_main, args=(spec, ready, producer_done, out))
-    consumer.start()
-    producer = None
-    got: dict[str, Result] = {}
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not ready.wait(0.1):
-            if not consumer.is_alive() or time.monotonic() > deadline:
-                _collect(out, got, "consumer", consumer, 5.0)
-                return {"error": "consumer never became ready"}, got["consumer"]
-        producer = ctx.Process(target=producer_main, args=(spec, out))
-        producer.start()
-        budget = 60.0 + spec["n"] * (spec["period_ns"] / 1e9 if spec["latency"] else 0.005)
-        _collect(out, got, "producer", producer, budget)
-        producer_done.set()
-        _collect(out, got, "consumer", consumer, CONSUMER_GRACE + 30.0)
-        return got["producer"], got["consumer"]
-    finally:
-        producer_done.set()
-        for process in (producer, consumer):
-            if process is None:
-                continue
-            process.join(15)
-            if process.is_alive():
-                process.kill()
-                process.join()
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    index = max(0, math.ceil(q * len(sorted_values)) - 1)
-    return float(sorted_values[index])
-
-
 def summarize_run(job: Job, spec: Spec, producer: Result, consumer: Result) -> Result:
     """One run's metrics, loss accounting and error, from the two processes' results."""
-    run: Result = {"job": job.key, "n": spec["n"], "producer": producer, "consumer": consumer}
-    roles = (("producer", producer), ("consumer", consumer))
-    errors = [f"{role}: {r['error']}" for role, r in roles if "error" in r]
-    run["error"] = "\n".join(errors) or None
-    if errors:
+    run = new_run(job.key, spec, producer, consumer)
+    if run["error"]:
         return run
     n = spec["n"]
     # Dropped by the producer's bridge during the timed part (warm-up excluded).
@@ -695,69 +610,11 @@ def summarize_run(job: Job, spec: Spec, producer: Result, consumer: Result) -> R
         per_message["redis-server"] = server / n * 1e6
     run["cpu_us_per_msg"] = per_message
     if spec["latency"]:
-        lat = sorted(x / 1e3 for x in consumer["latencies_ns"])
-        run["latency_us"] = {
-            "count": len(lat),
-            "p50": _percentile(lat, 0.50),
-            "p90": _percentile(lat, 0.90),
-            "p99": _percentile(lat, 0.99),
-            "max": lat[-1] if lat else math.nan,
-        }
+        run["latency_us"] = latency_summary(consumer["latencies_ns"])
     return run
 
 
 # -- report -------------------------------------------------------------------------
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("redis", "hiredis", "msgpack", "channels", "channels-redis", "signal-relay"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def environment(server: RedisServer) -> Result:
-    client = redis.Redis.from_url(server.url)
-    info = client.info("server")
-    client.close()
-    return {
-        **_versions(),
-        "redis_parser": "hiredis" if HIREDIS_AVAILABLE else "python",
-        "redis_server": str(info.get("redis_version")),
-        "redis_server_url": server.url,
-        "redis_server_pid": int(info.get("process_id", 0)),
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-
-
-def _median(values: Sequence[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return statistics.median(finite) if finite else math.nan
-
-
-def _fmt_rate(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:,.0f}"
-
-
-def _fmt_us(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:,.0f}"
 
 
 @dataclass(frozen=True)
@@ -816,48 +673,26 @@ TARGETS = (
 )
 
 
-def _metric(run: Result | None, metric: str) -> float:
-    if run is None or run.get("error"):
-        return math.nan
-    if metric == "p50":
-        return float(run.get("latency_us", {}).get("p50", math.nan))
-    return float(run.get(metric, math.nan))
-
-
 def evaluate(rounds: list[dict[str, Result]], jobs: Sequence[Job]) -> Result:
     summary: Result = {"jobs": {}, "targets": []}
     for job in jobs:
-        runs = [r[job.key] for r in rounds if job.key in r and not r[job.key].get("error")]
+        runs = good_runs(rounds, job.key)
         entry: Result = {"runs": len(runs), "n": runs[0]["n"] if runs else None}
         metrics = ["delivered_rate", "send_rate", "publish_rate", "consumer_rate"]
         for metric in metrics:
-            values = [_metric(r, metric) for r in runs]
-            entry[metric] = {
-                "median": _median(values),
-                "min": min(values, default=math.nan),
-                "max": max(values, default=math.nan),
-            }
+            entry[metric] = spread([run_metric(r, metric) for r in runs], only_finite=False)
         if job.section == "latency":
             for q in ("p50", "p90", "p99", "max"):
                 values = [r["latency_us"][q] for r in runs]
-                entry[q] = {
-                    "median": _median(values),
-                    "min": min(values, default=math.nan),
-                    "max": max(values, default=math.nan),
-                }
+                entry[q] = spread(values, only_finite=False)
         cpu_keys = sorted({k for r in runs for k in r["cpu_us_per_msg"]})
         entry["cpu_us_per_msg"] = {
-            k: _median([r["cpu_us_per_msg"].get(k, 0.0) for r in runs]) for k in cpu_keys
+            k: median([r["cpu_us_per_msg"].get(k, 0.0) for r in runs]) for k in cpu_keys
         }
         summary["jobs"][job.key] = entry
     for target in TARGETS:
-        paired = []
-        for r in rounds:
-            top = _metric(r.get(target.numerator.key), target.metric)
-            bottom = _metric(r.get(target.denominator.key), target.metric)
-            if math.isfinite(top) and math.isfinite(bottom) and bottom > 0:
-                paired.append(top / bottom)
-        ratio = _median(paired)
+        paired = paired_ratios(rounds, target.numerator.key, target.denominator.key, target.metric)
+        ratio = median(paired)
         jobs_summary = summary["jobs"]
         top_m = jobs_summary.get(target.numerator.key, {}).get(target.metric, {}).get("median")
         bottom_m = jobs_summary.get(target.denominator.key, {}).get(target.metric, {}).get("median")
@@ -934,10 +769,10 @@ def render(env: Result, config: argparse.Namespace, summary: Result, problems: l
             continue
         d = entry["delivered_rate"]
         add(
-            f"| {contender} | {entry['n'] or 0:,} | {_fmt_rate(d['median'])} | "
-            f"{_fmt_rate(d['min'])}-{_fmt_rate(d['max'])} | "
-            f"{_fmt_rate(entry['send_rate']['median'])} | "
-            f"{_fmt_rate(entry['consumer_rate']['median'])} | {entry.get('lost_runs', 0)} |"
+            f"| {contender} | {entry['n'] or 0:,} | {fmt_number(d['median'])} | "
+            f"{fmt_number(d['min'])}-{fmt_number(d['max'])} | "
+            f"{fmt_number(entry['send_rate']['median'])} | "
+            f"{fmt_number(entry['consumer_rate']['median'])} | {entry.get('lost_runs', 0)} |"
         )
     add("")
     add(
@@ -953,9 +788,9 @@ def render(env: Result, config: argparse.Namespace, summary: Result, problems: l
             continue
         p50, p99 = entry["p50"], entry["p99"]
         add(
-            f"| {contender} | {_fmt_us(p50['median'])} | {_fmt_us(p50['min'])}-"
-            f"{_fmt_us(p50['max'])} | {_fmt_us(p99['median'])} | {_fmt_us(p99['min'])}-"
-            f"{_fmt_us(p99['max'])} |"
+            f"| {contender} | {fmt_number(p50['median'])} | {fmt_number(p50['min'])}-"
+            f"{fmt_number(p50['max'])} | {fmt_number(p99['median'])} | {fmt_number(p99['min'])}-"
+            f"{fmt_number(p99['max'])} |"
         )
     add("")
     add("## CPU time per message over the timed window (µs, median; thread CPU clocks)")
@@ -1007,20 +842,14 @@ def render(env: Result, config: argparse.Namespace, summary: Result, problems: l
     return "\n".join(lines)
 
 
-def _progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def _describe_loss(job: Job, round_: int, run: Result) -> str | None:
-    if run.get("error"):
-        return f"round {round_} {job.key}: crashed or timed out:\n{run['error']}"
-    if run.get("lost"):
-        return (
-            f"round {round_} {job.key}: {run['n']:,} sent, {run['consumer']['unique']:,} "
-            f"arrived; missing {run['missing']:,}, duplicated {run['duplicates']:,}, "
-            f"never-sent {run['stray']:,}, dropped by the bridge {run['dropped']:,}"
-        )
-    return None
+    return describe_loss(job.key, round_, run)
+
+
+def _run_one(job: Job, config: argparse.Namespace, env: Result, ctx: Any, round_: int) -> Result:
+    spec = make_spec(job, config, env, round_)
+    producer, consumer = run_job(ctx, spec, consumer_main, producer_main)
+    return summarize_run(job, spec, producer, consumer)
 
 
 def profile(config: argparse.Namespace, env: Result, ctx: Any) -> int:
@@ -1029,8 +858,8 @@ def profile(config: argparse.Namespace, env: Result, ctx: Any) -> int:
         job = Job("throughput", contender)
         spec = make_spec(job, config, env, 0)
         spec["profile_dir"] = str(directory)
-        _progress(f"profiling {job.key} (N={spec['n']:,}) ...")
-        producer, consumer = run_job(ctx, spec)
+        progress(f"profiling {job.key} (N={spec['n']:,}) ...")
+        producer, consumer = run_job(ctx, spec, consumer_main, producer_main)
         run = summarize_run(job, spec, producer, consumer)
         if run["error"]:
             print(run["error"])
@@ -1084,57 +913,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ctx = mp.get_context("spawn")
     with RedisServer() as server:
-        env = environment(server)
+        env = environment(
+            server,
+            ("redis", "hiredis", "msgpack", "channels", "channels-redis", "signal-relay"),
+            server_pid=True,
+        )
         if config.profile:
             return profile(config, env, ctx)
         started = time.monotonic()
-        rounds: list[dict[str, Result]] = []
-        problems: list[str] = []
-        for round_ in range(config.rounds):
-            shift = round_ % len(jobs)
-            order = jobs[shift:] + jobs[:shift]
-            results: dict[str, Result] = {}
-            for job in order:
-                spec = make_spec(job, config, env, round_)
-                producer, consumer = run_job(ctx, spec)
-                run = summarize_run(job, spec, producer, consumer)
-                run["round"] = round_
-                results[job.key] = run
-                problem = _describe_loss(job, round_, run)
-                if problem:
-                    problems.append(problem)
-                if run["error"]:
-                    shown = "ERROR"
-                elif job.section == "latency":
-                    lat = run["latency_us"]
-                    shown = f"p50 {lat['p50']:,.0f} µs  p99 {lat['p99']:,.0f} µs"
-                else:
-                    shown = f"{run['delivered_rate']:,.0f} msgs/s delivered"
-                _progress(
-                    f"[round {round_ + 1}/{config.rounds}] {job.key:<28} {shown}"
-                    f"{'  LOSS' if run.get('lost') else ''}"
-                )
-            rounds.append(results)
+        rounds, problems = run_rounds(
+            config.rounds,
+            jobs,
+            lambda job, round_: _run_one(job, config, env, ctx, round_),
+            _describe_loss,
+            lambda job: f"{job.key:<28}",
+            lambda run: f"{run['delivered_rate']:,.0f} msgs/s delivered",
+        )
         elapsed = time.monotonic() - started
 
     summary = evaluate(rounds, jobs)
     for job in jobs:
         lost = sum(1 for r in rounds if r.get(job.key, {}).get("lost"))
         summary["jobs"][job.key]["lost_runs"] = lost
-    print(render(env, config, summary, problems))
-    print(f"\n(benchmark time: {elapsed:.0f} s)")
-    if config.json:
-        document = {
-            "config": vars(config),
-            "environment": env,
-            "summary": summary,
-            "rounds": rounds,
-            "problems": problems,
-            "elapsed_s": elapsed,
-        }
-        Path(config.json).write_text(json.dumps(document, indent=1, default=str) + "\n")
-        _progress(f"wrote {config.json}")
-    return 1 if problems else 0
+    report = render(env, config, summary, problems)
+    return conclude(config, env, summary, rounds, problems, elapsed, report)
 
 
 if __name__ == "__main__":
