@@ -15,7 +15,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from relay import wire
@@ -26,7 +26,6 @@ from relay.bridge import (
     _T,
     _Bridge,
     _current_message,
-    _frames,
     _Item,
     _Op,
     _remote_calls,
@@ -173,17 +172,21 @@ class AsyncRelay(_Bridge):
             left,
         )
         self._stats.add("dropped", left)
-        self._items.clear()
-        self._queued = self._done = 0
         self._running = False
         self._detach_all()
-        self._loop = self._loop_thread = None
-        self._publisher_task = self._listener_task = None
-        self._changes.clear()
-        self._changes_requested = self._changes_applied = 0
-        self._subscription = None
+        self._forget_run()
         # Its connections belong to the dead loop: forget them, unclosed.
         self.transport.after_fork()
+
+    def _forget_run(self) -> None:
+        """Drop everything tied to the event loop of the last run, and its queue."""
+        self._loop = self._loop_thread = None
+        self._publisher_task = self._listener_task = None
+        self._subscription = None
+        self._changes.clear()
+        self._changes_requested = self._changes_applied = 0
+        self._items = deque()
+        self._queued = self._done = 0
 
     async def stop(self, timeout: float | None = 10.0) -> bool:
         """
@@ -261,17 +264,22 @@ class AsyncRelay(_Bridge):
 
     async def _flush(self, timeout: float | None) -> bool:
         target = self._queued
+        if self._publisher_task is not None:
+            await self._wait_for_progress(lambda: self._done >= target, timeout)
+        return self._done >= target
+
+    async def _wait_for_progress(self, done: Callable[[], bool], timeout: float | None) -> None:
+        """Wait until ``done()``, re-checking after each published batch, or the timeout."""
         progress = self._progress
-        if progress is None or self._publisher_task is None:
-            return self._done >= target
+        if progress is None:
+            return
         try:
             async with asyncio.timeout(timeout):
-                while self._done < target:
+                while not done():
                     progress.clear()
                     await progress.wait()
         except TimeoutError:
             pass
-        return self._done >= target
 
     # -- publishing ---------------------------------------------------------
 
@@ -313,16 +321,10 @@ class AsyncRelay(_Bridge):
 
     async def _wait_for_room(self) -> None:
         """Wait (up to ``queue_wait``, while Redis is reachable) for the queue to have room."""
-        progress = self._progress
-        if progress is None or not self._publisher_connected or self.queue_wait <= 0:
-            return
-        try:
-            async with asyncio.timeout(self.queue_wait):
-                while len(self._items) >= self.max_queue:
-                    progress.clear()
-                    await progress.wait()
-        except TimeoutError:
-            pass
+        if self._publisher_connected and self.queue_wait > 0:
+            await self._wait_for_progress(
+                lambda: len(self._items) < self.max_queue, self.queue_wait
+            )
 
     def _enqueue(self, item: _Item) -> None:
         if len(self._items) >= self.max_queue:
@@ -342,14 +344,7 @@ class AsyncRelay(_Bridge):
             self._wakeup.set()
 
     async def _publish_now(self, item: _Item) -> None:
-        frames = _frames(self._frame_prefix, [item], self.max_message_size, self._key, True)
-        try:
-            await self.transport.publish_many(frames, self._durable_log)
-        except TransportError:
-            self._stats.add("publish_errors")
-            self._stats.add("dropped")
-            raise
-        self._stats.add("published")
+        await self._drive(self._publish_one_steps(item))
 
     async def _publish_loop(self) -> None:
         assert self._wakeup is not None and self._stop_requested is not None
@@ -605,11 +600,5 @@ class AsyncRelay(_Bridge):
     def _after_fork(self) -> None:
         # An event loop does not survive a fork: the child starts afresh.
         super()._after_fork()
-        self._loop = self._loop_thread = None
-        self._publisher_task = self._listener_task = None
-        self._subscription = None
-        self._changes.clear()
-        self._changes_requested = self._changes_applied = 0
-        self._items = deque()
-        self._queued = self._done = 0
+        self._forget_run()
         self._wakeup = self._progress = self._stop_requested = None

@@ -885,6 +885,17 @@ class _Bridge:
             (won_async if is_async else won).append((ref, weak, sender))
         return won, won_async
 
+    def _publish_one_steps(self, item: _Item) -> _Steps[None]:
+        """Publish one message now (``publish="sync"``); a Redis failure is raised."""
+        frames = _frames(self._frame_prefix, [item], self.max_message_size, self._key, True)
+        try:
+            yield ("transport", "publish_many", frames, self._durable_log)
+        except TransportError:
+            self._stats.add("publish_errors")
+            self._stats.add("dropped")
+            raise
+        self._stats.add("published")
+
     def _publish_steps(self, batch: list[_Item]) -> _Steps[None]:
         """Publish a batch, retrying with backoff while Redis is unreachable, until stopped."""
         frames = _frames(
@@ -1290,15 +1301,8 @@ class Relay(_Bridge):
     def _hand_off(self, item: _Item) -> None:
         if self.publish_mode == "async":
             self._publisher.put(item)
-            return
-        try:
-            frames = _frames(self._frame_prefix, [item], self.max_message_size, self._key, True)
-            self.transport.publish_many(frames, self._durable_log)
-        except TransportError:
-            self._stats.add("publish_errors")
-            self._stats.add("dropped")
-            raise
-        self._stats.add("published")
+        else:
+            self._drive(self._publish_one_steps(item))
 
     async def _ahand_off(self, item: _Item) -> None:
         if self.publish_mode == "async":
