@@ -1,7 +1,7 @@
 """relay: Django-compatible signals that also fire in every other process."""
 
 from relay.aio import AsyncRelay
-from relay.bridge import Relay, current_message
+from relay.bridge import Relay, current_message, disconnected, gap, reconnected
 from relay.signals import Signal, receiver
 from relay.transport.base import TransportError
 from relay.wire import Message, WireError, register_type
@@ -14,7 +14,10 @@ __all__ = [
     "TransportError",
     "WireError",
     "current_message",
+    "disconnected",
+    "gap",
     "receiver",
+    "reconnected",
     "register_type",
 ]
 __version__ = "0.1.0"

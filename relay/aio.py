@@ -21,16 +21,20 @@ from typing import Any
 from relay import wire
 from relay._async import run_parallel
 from relay.bridge import (
+    _DEFERRED,
     _MAX_BATCH,
     _POLL_SECONDS,
     _T,
     _Bridge,
     _current_message,
+    _has_once_receivers,
     _Item,
     _Op,
+    _Prepared,
     _remote_calls,
     _RemoteCall,
     _Steps,
+    _Won,
     gap,
 )
 from relay.signals import Signal
@@ -80,11 +84,13 @@ class AsyncRelay(_Bridge):
         self._done = 0  # messages ever published or dropped
         self._publisher_task: asyncio.Task[None] | None = None
         self._listener_task: asyncio.Task[None] | None = None
+        self._keeper_task: asyncio.Task[None] | None = None
         self._subscription: AsyncSubscription | None = None
         self._changes: deque[tuple[str, str]] = deque()
         self._changes_requested = 0
         self._changes_applied = 0
         self._starting = False
+        self._sync_publish: asyncio.Lock | None = None
         # Created on the loop by start(); until then nothing waits on them.
         self._wakeup: asyncio.Event | None = None
         self._progress: asyncio.Event | None = None
@@ -125,10 +131,12 @@ class AsyncRelay(_Bridge):
                 await asyncio.sleep(_POLL_SECONDS / 10)
             return self if self._running else await self.start()
         try:
+            await self.transport.check()
             listening = self._listening_channels()
             subscription = self.transport.subscription()
             try:
                 await subscription.subscribe(sorted(listening))
+                await self._drive(self._subscribed_steps(listening))
             except BaseException:
                 await subscription.close()
                 raise
@@ -141,6 +149,8 @@ class AsyncRelay(_Bridge):
                 self._wakeup = asyncio.Event()
                 self._progress = asyncio.Event()
                 self._stop_requested = asyncio.Event()
+                self._sync_publish = asyncio.Lock()
+                self._reaps = any(_has_once_receivers(sig) for sig in self._signals.values())
                 self._running = True
                 self._attach_all()
                 # Registered, or given remote receivers, while SUBSCRIBE was under way.
@@ -181,7 +191,7 @@ class AsyncRelay(_Bridge):
     def _forget_run(self) -> None:
         """Drop everything tied to the event loop of the last run, and its queue."""
         self._loop = self._loop_thread = None
-        self._publisher_task = self._listener_task = None
+        self._publisher_task = self._listener_task = self._keeper_task = None
         self._subscription = None
         self._changes.clear()
         self._changes_requested = self._changes_applied = 0
@@ -214,7 +224,7 @@ class AsyncRelay(_Bridge):
         self._wakeup.set()
         current = asyncio.current_task()
         inside_listener = _listening.get() is self
-        for task in (self._publisher_task, self._listener_task):
+        for task in (self._publisher_task, self._listener_task, self._keeper_task):
             if task is None or task is current:
                 continue
             if task is self._listener_task and inside_listener:
@@ -222,7 +232,7 @@ class AsyncRelay(_Bridge):
                 # on its own once the receiver returns.
                 continue
             await asyncio.gather(task, return_exceptions=True)
-        self._publisher_task = self._listener_task = None
+        self._publisher_task = self._listener_task = self._keeper_task = None
         with self._lock:
             self._loop = self._loop_thread = None
             left = len(self._items)
@@ -286,37 +296,37 @@ class AsyncRelay(_Bridge):
     def _on_loop_thread(self) -> bool:
         return self._loop_thread == threading.get_ident()
 
-    def _hand_off(self, item: _Item) -> None:
+    def _hand_off(self, prepared: _Prepared) -> None:
         loop = self._loop
         if loop is None:
-            self._enqueue(item)
+            self._enqueue(prepared)
         elif loop.is_closed():
             raise RuntimeError(_LOOP_CLOSED)
         elif self._on_loop_thread():
-            self._enqueue(item)
+            self._enqueue(prepared)
         elif self.publish_mode == "sync":
-            asyncio.run_coroutine_threadsafe(self._publish_now(item), loop).result()
+            asyncio.run_coroutine_threadsafe(self._publish_now(prepared), loop).result()
         else:
-            loop.call_soon_threadsafe(self._enqueue, item)
+            loop.call_soon_threadsafe(self._enqueue, prepared)
 
-    async def _ahand_off(self, item: _Item) -> None:
+    async def _ahand_off(self, prepared: _Prepared) -> None:
         loop = self._loop
         if loop is None or (self.publish_mode == "async" and not self._on_loop_thread()):
-            self._hand_off(item)
+            self._hand_off(prepared)
         elif self.publish_mode == "async":
             if len(self._items) >= self.max_queue:
                 await self._wait_for_room()
-            self._enqueue(item)
+            self._enqueue(prepared)
             if len(self._items) >= _MAX_BATCH:
                 # A loop of sends that never awaits anything else would starve
                 # the publisher task: let it take a batch.
                 await asyncio.sleep(0)
         elif self._on_loop_thread():
-            await self._publish_now(item)
+            await self._publish_now(prepared)
         else:
             # asend on another thread's event loop: wait without blocking that loop.
             await asyncio.wrap_future(
-                asyncio.run_coroutine_threadsafe(self._publish_now(item), loop)
+                asyncio.run_coroutine_threadsafe(self._publish_now(prepared), loop)
             )
 
     async def _wait_for_room(self) -> None:
@@ -326,7 +336,8 @@ class AsyncRelay(_Bridge):
                 lambda: len(self._items) < self.max_queue, self.queue_wait
             )
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, prepared: _Prepared) -> None:
+        # Runs on the loop's thread (or before start), so numbers follow the queue.
         if len(self._items) >= self.max_queue:
             self._items.popleft()
             self._done += 1
@@ -338,13 +349,20 @@ class AsyncRelay(_Bridge):
                 self.max_queue,
                 "unreachable" if not self._publisher_connected else "too slow",
             )
-        self._items.append(item)
+        self._items.append(prepared[0].number(prepared))
         self._queued += 1
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def _publish_now(self, item: _Item) -> None:
-        await self._drive(self._publish_one_steps(item))
+    async def _publish_now(self, prepared: _Prepared) -> None:
+        lock = self._sync_publish
+        assert lock is not None
+        # Numbered and published under one lock, after what plain sends on the
+        # loop queued, so that numbers follow the channel.
+        async with lock:
+            if self._items:
+                await self._flush(None)
+            await self._drive(self._publish_one_steps(prepared[0].number(prepared)))
 
     async def _publish_loop(self) -> None:
         assert self._wakeup is not None and self._stop_requested is not None
@@ -435,8 +453,12 @@ class AsyncRelay(_Bridge):
                     while self._changes:
                         action, channel = self._changes[0]
                         await getattr(subscription, action)([channel])
+                        if action == "subscribe":
+                            await self._drive(self._subscribed_steps([channel]))
                         self._changes.popleft()
                         self._changes_applied += 1
+                    if self._watch_due():
+                        await self._drive(self._watch_steps())
                     received = await subscription.get(_POLL_SECONDS)
                     if received is None:
                         ping, ping_sent = self._health_check(subscription.last_activity, ping_sent)
@@ -445,7 +467,7 @@ class AsyncRelay(_Bridge):
                         continue
                 except TransportError as exc:
                     ping_sent = None
-                    if not await self._drive(self._recover_steps(subscription, str(exc))):
+                    if not await self._drive(self._recover_steps(subscription, exc)):
                         return
                     continue
                 try:
@@ -492,22 +514,31 @@ class AsyncRelay(_Bridge):
             return await op[1].reconnect()
         if kind == "send":
             return await op[1].asend_robust(self, **op[2])
+        if kind == "run_once":
+            signal, message, call, claim = op[1:]
+            won = _Won([], [], [])
+            won.add(call, claim)
+            return await self._run_message(signal, message, won.sync, won.asynchronous, won.claims)
         raise AssertionError(f"unknown operation {kind!r}")
 
     async def _handle(self, channel: str, data: bytes, replay: bool = False) -> int:
         """Decode a frame and fire its messages; return how many were fired."""
-        accepted = self._accept(channel, data, replay)
+        accepted = self._accept(channel, data, replay, defer=self.durable and not replay)
+        if accepted is _DEFERRED:
+            # See Relay._handle.
+            await self._drive(self._recover_from_log_steps())
+            accepted = self._accept(channel, data, replay)
         if accepted is None:
             return 0
         signal = accepted.signal
         for message in accepted.own:
             await self._fire(signal, message, only_once=True)
-        if not accepted.fresh:
-            return 0
         for kwargs in accepted.gaps:
             await gap.asend_robust(self, **kwargs)
+        if not accepted.fresh:
+            return 0
         await self._fire_all(signal, accepted.fresh)
-        if self.durable:
+        if self.worker_id is not None:
             await self._drive(self._remember_steps(accepted.fresh[-1]))
         return len(accepted.fresh)
 
@@ -518,35 +549,71 @@ class AsyncRelay(_Bridge):
         one trip to a worker thread rather than one each.
         """
         pending: list[tuple[wire.Message, Sequence[_RemoteCall]]] = []
+        claims: list[str] = []
         for message in messages:
-            sync, asynchronous = await self._calls_for(signal, message)
+            sync, asynchronous, won = await self._calls_for(signal, message)
             if asynchronous:
-                await self._run_sync(signal, pending)
-                pending = []
-                await self._run_message(signal, message, sync, asynchronous)
+                await self._run_sync(signal, pending, claims)
+                pending, claims = [], []
+                await self._run_message(signal, message, sync, asynchronous, won)
             elif sync:
                 pending.append((message, sync))
-        await self._run_sync(signal, pending)
+                claims.extend(won)
+        await self._run_sync(signal, pending, claims)
 
     async def _fire(self, signal: Signal, message: wire.Message, only_once: bool = False) -> None:
         """Fire the receivers a remote message reaches, as ``asend`` would."""
-        sync, asynchronous = await self._calls_for(signal, message, only_once)
+        sync, asynchronous, claims = await self._calls_for(signal, message, only_once)
         if sync or asynchronous:
-            await self._run_message(signal, message, sync, asynchronous)
+            await self._run_message(signal, message, sync, asynchronous, claims)
 
     async def _calls_for(
         self, signal: Signal, message: wire.Message, only_once: bool = False
-    ) -> tuple[Sequence[_RemoteCall], Sequence[_RemoteCall]]:
-        """The (sync, async) receivers to call for a message, claiming the once ones."""
+    ) -> tuple[Sequence[_RemoteCall], Sequence[_RemoteCall], list[str]]:
+        """
+        The (sync, async) receivers to call for a message, claiming the once
+        ones, and the claims won.
+        """
         sync, asynchronous, once = _remote_calls(signal, message.sender)
         if only_once:
             sync = asynchronous = ()
-        if once:
-            won, won_async = await self._drive(self._claim_steps(message, once))
-            sync, asynchronous = (*sync, *won), (*asynchronous, *won_async)
-        return sync, asynchronous
+        if not once:
+            return sync, asynchronous, []
+        won = await self._drive(self._claim_steps(signal, message, once))
+        if won.claims:
+            self._keep_leases()
+        return (*sync, *won.sync), (*asynchronous, *won.asynchronous), won.claims
+
+    def _keep_leases(self) -> None:
+        """Start the task that renews the leases of running once receivers, if need be."""
+        if self._keeper_task is None or self._keeper_task.done():
+            self._keeper_task = asyncio.get_running_loop().create_task(
+                self._renew_leases(), name=f"relay-leases[{self.namespace}]"
+            )
+
+    async def _renew_leases(self) -> None:
+        while not await self._wait_for_stop(self.once_lease / 3):
+            await self._drive(self._renew_steps())
+        # Stopping: the listener may still be running a receiver; keep its lease.
+        while self._held and self._listener_task is not None and not self._listener_task.done():
+            await asyncio.sleep(min(self.once_lease / 3, _POLL_SECONDS))
+            await self._drive(self._renew_steps())
 
     async def _run_message(
+        self,
+        signal: Signal,
+        message: wire.Message,
+        sync: Sequence[_RemoteCall],
+        asynchronous: Sequence[_RemoteCall],
+        claims: Sequence[str] = (),
+    ) -> None:
+        try:
+            await self._call_message(signal, message, sync, asynchronous)
+        finally:
+            if claims:
+                await self._drive(self._finish_steps(claims))
+
+    async def _call_message(
         self,
         signal: Signal,
         message: wire.Message,
@@ -576,10 +643,22 @@ class AsyncRelay(_Bridge):
         self._count_fired(fired, errors)
 
     async def _run_sync(
-        self, signal: Signal, batch: list[tuple[wire.Message, Sequence[_RemoteCall]]]
+        self,
+        signal: Signal,
+        batch: list[tuple[wire.Message, Sequence[_RemoteCall]]],
+        claims: Sequence[str] = (),
     ) -> None:
         if not batch:
             return
+        try:
+            await self._call_batch(signal, batch)
+        finally:
+            if claims:
+                await self._drive(self._finish_steps(claims))
+
+    async def _call_batch(
+        self, signal: Signal, batch: list[tuple[wire.Message, Sequence[_RemoteCall]]]
+    ) -> None:
         context = contextvars.copy_context()
 
         def call_all() -> tuple[int, int]:
@@ -602,3 +681,4 @@ class AsyncRelay(_Bridge):
         super()._after_fork()
         self._forget_run()
         self._wakeup = self._progress = self._stop_requested = None
+        self._sync_publish = None

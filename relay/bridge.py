@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
 import logging
 import signal as os_signal
 import threading
@@ -27,7 +29,15 @@ from relay import origin, wire
 from relay._async import run_coroutine_sync
 from relay.naming import class_named, sender_name
 from relay.signals import Registration, Signal, once_name
-from relay.transport.base import Log, Outgoing, Subscription, Transport, TransportError
+from relay.transport.base import (
+    Log,
+    LogEntry,
+    Outgoing,
+    Resubscribed,
+    Subscription,
+    Transport,
+    TransportError,
+)
 
 __all__ = ["Relay", "current_message", "disconnected", "gap", "reconnected"]
 
@@ -50,6 +60,8 @@ STAT_NAMES: Final = (
     "missed",
     "replayed",
     "once_skipped",
+    "once_retried",
+    "once_lost",
     "once_errors",
 )
 _CHANNEL_PREFIX: Final = "relay"
@@ -58,9 +70,14 @@ _MAX_BATCH: Final = 1000
 _REMOTE_CACHE_LIMIT: Final = 1024
 _CHANGE_WAIT: Final = 5.0
 _LOG_BATCH: Final = 500
+_MAX_WATCHED: Final = 100_000
 # Bytes a frame adds around its messages, besides its origin: version, array
-# headers, the signature field. Origins are at most a few hundred bytes.
+# headers, the header map, the signature field. Origins are at most a few
+# hundred bytes.
 _FRAME_OVERHEAD: Final = 512
+#: The default largest batched frame: far below Redis's default pub/sub
+#: output-buffer limits (``client-output-buffer-limit pubsub 32mb 8mb 60``).
+DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
 
 #: Sent (locally, with the bridge as sender) when a bridge's listener loses
 #: Redis. Keyword arguments: ``reason`` (text).
@@ -171,7 +188,10 @@ class _RateLimitedLog:
         logger.warning(message, *args)
 
 
-_Item = tuple[str, bytes, bytes]  # (channel, message packed by wire.pack_message, id)
+# A send, encoded but not numbered yet: (outbox, message id, wire.MessagePacker.body()).
+_Prepared = tuple["_Outbox", bytes, bytes]
+# A numbered message, ready for a frame: (outbox, packed message, message id, sequence number).
+_Item = tuple["_Outbox", bytes, bytes, int]
 
 
 class _Outbox:
@@ -185,32 +205,34 @@ class _Outbox:
         self.renew_origin()
 
     def renew_origin(self) -> None:
-        self._seq = origin.sequence((self.namespace, self.name))
+        self.numbering = origin.numbering((self.namespace, self.name))
         self._packer = wire.MessagePacker(self.name)
 
-    def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> _Item:
-        message_id = origin.new_message_id()
-        packed = self._packer.pack(
-            message_id,
-            next(self._seq),
-            sender_name(sender),
-            time.time(),
-            wire.encode_kwargs(named),
-        )
+    def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> _Prepared:
+        body = self._packer.body(sender_name(sender), time.time(), wire.encode_kwargs(named))
         limit = self.bridge.max_message_size
-        if len(packed) + _FRAME_OVERHEAD > limit:
+        if len(body) + _FRAME_OVERHEAD > limit:
             raise ValueError(
-                f"signal {self.name!r}: the message would take {len(packed)} bytes, over the "
+                f"signal {self.name!r}: the message would take {len(body)} bytes, over the "
                 f"{limit}-byte limit; send less data (an id to look up, say) or raise "
                 "Relay(max_message_size=...) in every process"
             )
-        return (self.channel, packed, message_id)
+        return (self, origin.new_message_id(), body)
 
-    def hand_off(self, item: _Item) -> None:
-        self.bridge._hand_off(item)
+    def number(self, prepared: _Prepared) -> _Item:
+        """
+        Give a prepared send its sequence number. Callers number messages in
+        the order they queue or publish them (under their queue's lock, say),
+        so that numbers follow the order of the channel.
+        """
+        seq = self.numbering.take()
+        return (self, wire.number_message(prepared[1], seq, prepared[2]), prepared[1], seq)
 
-    async def ahand_off(self, item: _Item) -> None:
-        await self.bridge._ahand_off(item)
+    def hand_off(self, prepared: _Prepared) -> None:
+        self.bridge._hand_off(prepared)
+
+    async def ahand_off(self, prepared: _Prepared) -> None:
+        await self.bridge._ahand_off(prepared)
 
     def receiver_connected(self, registration: Registration) -> None:
         self.bridge._receiver_connected(self, registration)
@@ -237,7 +259,7 @@ class _Publisher:
         )
         self._thread.start()
 
-    def put(self, item: _Item) -> None:
+    def put(self, prepared: _Prepared) -> None:
         bridge = self.bridge
         with self._cond:
             if len(self._items) >= bridge.max_queue:
@@ -256,7 +278,7 @@ class _Publisher:
                         bridge.max_queue,
                         "unreachable" if not bridge._publisher_connected else "too slow",
                     )
-            self._items.append(item)
+            self._items.append(prepared[0].number(prepared))
             self._queued += 1
             if self._idle:
                 self._cond.notify()
@@ -323,31 +345,43 @@ class _Publisher:
 
 
 def _frames(
-    prefix: bytes, batch: list[_Item], limit: int, key: bytes | None, with_ids: bool
+    prefix: bytes, batch: list[_Item], limit: int, key: bytes | None, logged: bool
 ) -> list[Outgoing]:
-    """Pack consecutive messages of one channel into as few frames as the size limit allows."""
+    """
+    Pack consecutive messages of one channel into as few frames as the size
+    limit allows (a larger message goes alone); ``logged`` adds what the
+    durable log records of each frame.
+    """
     frames: list[Outgoing] = []
     run: list[bytes] = []
     ids: list[bytes] = []
-    run_channel = ""
+    run_outbox: _Outbox | None = None
     run_size = _FRAME_OVERHEAD
+    last_seq = 0
+    origin_id = origin.origin_id() if logged else ""
 
-    def close_run() -> None:
-        data = wire.build_frame(prefix, run, key=key)
-        frames.append(Outgoing(run_channel, data, ",".join(i.hex() for i in ids)))
+    def close_run(outbox: _Outbox) -> None:
+        data = wire.build_frame(prefix, run, key=key, started_at=outbox.numbering.started_at)
+        if logged:
+            frames.append(
+                Outgoing(outbox.channel, data, ",".join(i.hex() for i in ids), origin_id, last_seq)
+            )
+        else:
+            frames.append(Outgoing(outbox.channel, data))
 
-    for channel, packed, message_id in batch:
+    for outbox, packed, message_id, seq in batch:
         size = len(packed) + 1
-        if run and (channel != run_channel or run_size + size > limit):
-            close_run()
+        if run_outbox is not None and (outbox is not run_outbox or run_size + size > limit):
+            close_run(run_outbox)
             run, ids, run_size = [], [], _FRAME_OVERHEAD
-        run_channel = channel
+        run_outbox = outbox
         run.append(packed)
-        if with_ids:
+        if logged:
             ids.append(message_id)
+            last_seq = seq
         run_size += size
-    if run:
-        close_run()
+    if run_outbox is not None:
+        close_run(run_outbox)
     return frames
 
 
@@ -358,6 +392,10 @@ class _Accepted(NamedTuple):
     own: list[wire.Message]  # this process's own messages (only once receivers may fire)
     fresh: list[wire.Message]  # messages of other processes seen for the first time
     gaps: list[dict[str, Any]]  # keyword arguments for the ``gap`` signal
+
+
+#: What ``_Bridge._accept`` returns for a frame it defers (see there).
+_DEFERRED: Final = _Accepted(Signal(), [], [], [])
 
 
 # The I/O-free algorithms below (reconnecting, durable catch-up, claiming) are
@@ -383,6 +421,7 @@ class _Bridge:
         max_queue: int = 10_000,
         queue_wait: float = 0.1,
         max_message_size: int = wire.DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         backoff: Any = None,
         health_check_interval: float = 5.0,
         health_check_timeout: float = 3.0,
@@ -394,7 +433,9 @@ class _Bridge:
         secret: str | bytes | None = None,
         secrets: Sequence[str | bytes] | None = None,
         replay_window: float = 300.0,
+        clock_skew: float = 1.0,
         once_ttl: float = 3600.0,
+        once_lease: float = 30.0,
         **redis_options: Any,
     ) -> None:
         """
@@ -441,6 +482,12 @@ class _Bridge:
             max_message_size
                 The largest encoded message, in bytes (1 MiB by default). A
                 larger send raises ValueError before any receiver runs.
+
+            max_frame_size
+                The largest frame the publisher packs several queued messages
+                into, in bytes (64 KiB by default), so that no single payload
+                comes near Redis's pub/sub output-buffer limits. A message
+                larger than this goes out in a frame of its own.
 
             backoff
                 How long to wait between reconnection attempts: any object with
@@ -496,9 +543,24 @@ class _Bridge:
                 With a secret: how old (in seconds, by the sender's clock) a
                 message may be to be accepted.
 
+            clock_skew
+                How far apart (seconds) the clocks of two processes may be.
+                A process that hears an origin for the first time at sequence
+                number n > 1 counts numbers 1 to n - 1 as lost if the origin
+                numbered its first message more than ``clock_skew`` after this
+                process subscribed; otherwise it takes them for messages sent
+                before it listened.
+
             once_ttl
-                How long (seconds) the claim of a ``scope="once"`` receiver on
-                a message is kept in Redis.
+                How long (seconds) Redis remembers that a ``scope="once"``
+                receiver has run for a message, so that it never runs twice.
+
+            once_lease
+                How long (seconds) the claim of a ``scope="once"`` receiver
+                lasts while it runs; the running process renews it every third
+                of that. If the process dies before the receiver finishes,
+                another process with the receiver runs the message once the
+                lease has ended (``stats()["once_retried"]``).
 
             redis_options
                 Passed on to redis-py's ``Redis.from_url``.
@@ -512,6 +574,15 @@ class _Bridge:
             raise ValueError(
                 f"max_message_size must be at least 1024 bytes, not {max_message_size}"
             )
+        if max_frame_size < 1024:
+            raise ValueError(f"max_frame_size must be at least 1024 bytes, not {max_frame_size}")
+        if clock_skew < 0:
+            raise ValueError(f"clock_skew must not be negative, not {clock_skew}")
+        if once_lease <= 0 or once_ttl < once_lease:
+            raise ValueError(
+                f"once_lease must be positive and at most once_ttl, not {once_lease} "
+                f"(once_ttl={once_ttl})"
+            )
         if transport is None:
             if url is None and client is None:
                 raise TypeError(f"{type(self).__name__} needs a Redis URL, client= or transport=")
@@ -523,6 +594,7 @@ class _Bridge:
         self.max_queue = max_queue
         self.queue_wait = queue_wait
         self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
         self.backoff = backoff or EqualJitterBackoff(cap=5.0, base=0.05)
         if health_check_interval <= 0 or health_check_timeout <= 0:
             raise ValueError("health_check_interval and health_check_timeout must be positive")
@@ -548,7 +620,9 @@ class _Bridge:
         self._keys = [signing_key(self.namespace, s) for s in all_secrets]
         self._key = self._keys[0] if self._keys else None
         self.replay_window = replay_window
+        self.clock_skew = clock_skew
         self.once_ttl = once_ttl
+        self.once_lease = once_lease
 
         self._signals: dict[str, Signal] = {}
         self._outboxes: dict[str, _Outbox] = {}
@@ -558,10 +632,25 @@ class _Bridge:
         self._lock = threading.RLock()
         self._running = False
         self._closed = False
-        self._frame_prefix = wire.frame_prefix(origin.origin_id())
+        self._renew_frame_prefix()
         self._subscribed: set[str] = set()
-        self._cursor_id: str | None = None  # the last message fired (durable mode)
-        self._resume_position: str | None = None  # where to read the log from next
+        # time.time() when each channel was first subscribed in this process.
+        self._subscribed_at: dict[str, float] = {}
+        # Durable mode: where the log ended when each channel was subscribed
+        # (what is older was sent before this process listened), and the
+        # position up to which every entry of the log has been handled.
+        self._since: dict[str, str] = {}
+        self._verified: str | None = None
+        self._cursor_id: str | None = None  # worker_id: the last message fired
+        # scope="once": the claims this process holds (it renews their leases),
+        # the claims of other processes it watches, by due time, and whether
+        # it reaps leases nobody finished.
+        self._leases_key = f"{_CHANNEL_PREFIX}:{self.namespace}:once:leases"
+        self._held: dict[str, float] = {}
+        self._watched: list[tuple[float, int, Signal, wire.Message, _OnceCall]] = []
+        self._watch_order = itertools.count()
+        self._reaps = False
+        self._next_reap = 0.0
         self._publisher_connected = True  # False while publishing fails
         self._setup()
         self._remove_fork_hook = origin.after_fork(self._after_fork)
@@ -570,6 +659,11 @@ class _Bridge:
 
     def _setup(self) -> None:
         """Create what the concrete bridge needs besides the shared state."""
+
+    def _renew_frame_prefix(self) -> None:
+        self._frame_prefix = wire.frame_prefix(origin.origin_id())
+        # What follows the array header in every frame of this origin, with or without a header.
+        self._origin_mark = self._frame_prefix[1:]
 
     def _make_transport(self, url: str | None, client: Any, options: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -662,6 +756,8 @@ class _Bridge:
         signal = self._signals.get(outbox.name)
         if signal is None or (registration.scope or signal.default_scope) == "local":
             return
+        if registration.scope == "once":
+            self._reaps = True
         with self._lock:
             if self._running and outbox.channel not in self._subscribed:
                 self._subscribe(outbox.channel)
@@ -670,10 +766,10 @@ class _Bridge:
         """Have the listener subscribe to ``channel`` (the caller holds the lock)."""
         raise NotImplementedError
 
-    def _hand_off(self, item: _Item) -> None:
+    def _hand_off(self, prepared: _Prepared) -> None:
         raise NotImplementedError
 
-    async def _ahand_off(self, item: _Item) -> None:
+    async def _ahand_off(self, prepared: _Prepared) -> None:
         raise NotImplementedError
 
     def _listening_channels(self) -> set[str]:
@@ -733,68 +829,101 @@ class _Bridge:
 
     # -- handling messages (shared) ------------------------------------------
 
-    def _accept(self, channel: str, data: bytes, replay: bool) -> _Accepted | None:
-        """Decode and check a frame; sort its messages into own and fresh ones."""
+    def _accept(
+        self, channel: str, data: bytes, replay: bool, defer: bool = False
+    ) -> _Accepted | None:
+        """
+        Decode and check a frame; sort its messages into own and fresh ones.
+
+        ``replay`` is True for a frame read from the durable log. With
+        ``defer``, a frame that reveals a loss is recorded nowhere and
+        ``_DEFERRED`` is returned, so that the missing messages can be
+        recovered from the log first.
+        """
         name = self._channels.get(channel)
         if name is None:
             return None
         signal = self._signals[name]
-        own = data.startswith(self._frame_prefix)
+        own = data.startswith(self._origin_mark, 1)
         if own and not _has_once_receivers(signal):
             return None  # our own send coming back
         try:
-            messages = wire.decode_frame(
-                data, max_size=self.max_message_size, keys=self._keys or None
-            )
+            frame = wire.read_frame(data, max_size=self.max_message_size, keys=self._keys or None)
         except wire.WireError as exc:
             self._reject(channel, str(exc))
             return None
-        accepted: list[wire.Message] = []
-        duplicates = 0
-        check_window = bool(self._keys) and not replay
-        seen_add = origin.seen.add
+        messages = frame.messages
+        if not messages:
+            return None
+        if self._keys and not replay:
+            now = time.time()
+            window = self.replay_window
+            if any(abs(now - m.sent_at) > window or m.signal != name for m in messages):
+                messages = self._checked(channel, name, messages, now)
+        elif any(m.signal != name for m in messages):
+            messages = self._checked(channel, name, messages, None)
+        if not messages:
+            return None
+        if own:
+            return _Accepted(signal, messages, [], [])
+        started_at = frame.started_at
+        verdict = origin.accepted.observe(
+            (self.namespace, frame.origin, name),
+            [m.seq for m in messages],
+            earlier_missing=started_at is not None
+            and started_at > self._subscribed_at.get(channel, started_at) + self.clock_skew,
+            settled=not replay,
+            defer_losses=defer,
+        )
+        if verdict.deferred:
+            return _DEFERRED
+        if not replay:
+            self._stats.add("received", len(messages))
+            if verdict.duplicates:
+                self._stats.add("duplicates", verdict.duplicates)
+            if verdict.stale:
+                self._stats.add("rejected", verdict.stale)
+                self._log.warning(
+                    "reject:stale",
+                    "relay rejected %d messages on %s: older than the anti-replay window "
+                    "(a replay, or a copy delivered very late)",
+                    verdict.stale,
+                    channel,
+                )
+        fresh = verdict.fresh
+        accepted = messages if len(fresh) == len(messages) else [messages[i] for i in fresh]
+        gaps = [self._gap_noted(frame.origin, name, first, count) for first, count in verdict.lost]
+        if not (accepted or gaps):
+            return None
+        return _Accepted(signal, [], accepted, gaps)
+
+    def _checked(
+        self, channel: str, name: str, messages: list[wire.Message], now: float | None
+    ) -> list[wire.Message]:
+        """The messages that belong on the channel (and, with ``now``, in the replay window)."""
+        kept = []
         for message in messages:
             if message.signal != name:
                 self._reject(channel, f"message for signal {message.signal!r} on this channel")
-                continue
-            if check_window and abs(time.time() - message.sent_at) > self.replay_window:
+            elif now is not None and abs(now - message.sent_at) > self.replay_window:
                 self._reject(channel, f"message outside the {self.replay_window:g} s replay window")
-                continue
-            if own or seen_add(message.id):
-                accepted.append(message)
             else:
-                duplicates += 1
-        if own:
-            return _Accepted(signal, accepted, [], []) if accepted else None
-        if not (accepted or duplicates):
-            return None
-        self._stats.add("received", len(accepted) + duplicates)
-        if duplicates:
-            self._stats.add("duplicates", duplicates)
-        if not accepted:
-            return None
-        gaps: list[dict[str, Any]] = []
-        # A frame holds the messages of one origin and signal.
-        key = (self.namespace, accepted[0].origin, name)
-        for first, count in origin.received.observe_many(key, [m.seq for m in accepted]):
-            gaps.append(self._gap_noted(accepted[0], name, first, count))
-        return _Accepted(signal, [], accepted, gaps)
+                kept.append(message)
+        return kept
 
-    def _gap_noted(
-        self, message: wire.Message, name: str, first: int, count: int
-    ) -> dict[str, Any]:
+    def _gap_noted(self, origin_id: str, name: str, first: int, count: int) -> dict[str, Any]:
         self._stats.add("gaps")
         self._stats.add("missed", count)
         self._log.warning(
-            f"gap:{message.origin}",
+            f"gap:{origin_id}",
             "relay lost %d messages of %r from %s (from sequence number %d)",
             count,
             name,
-            message.origin,
+            origin_id,
             first,
         )
         return {
-            "origin": message.origin,
+            "origin": origin_id,
             "signal_name": name,
             "first_missing": first,
             "count": count,
@@ -864,15 +993,18 @@ class _Bridge:
         )
 
     def _claim_steps(
-        self, message: wire.Message, calls: Iterable[_OnceCall]
-    ) -> _Steps[tuple[list[_RemoteCall], list[_RemoteCall]]]:
-        """Claim each ``scope="once"`` receiver; return the (sync, async) ones this process won."""
-        won: list[_RemoteCall] = []
-        won_async: list[_RemoteCall] = []
-        for ref, weak, sender, key, is_async in calls:
-            claim = f"{_CHANNEL_PREFIX}:{self.namespace}:once:{message.id}:{key}"
+        self, signal: Signal, message: wire.Message, calls: Iterable[_OnceCall]
+    ) -> _Steps[_Won]:
+        """
+        Claim each ``scope="once"`` receiver; return the ones this process won.
+        The claims it lost are watched (see ``_watch_steps``), in case their
+        holder dies before finishing.
+        """
+        won = _Won([], [], [])
+        for call in calls:
+            claim = self._claim_key(message, call[3])
             try:
-                mine = yield ("transport", "claim", claim, self.once_ttl)
+                mine = yield ("transport", "claim", claim, self.once_lease, self._leases_key)
             except TransportError as exc:
                 self._stats.add("once_errors")
                 self._log.warning(
@@ -881,13 +1013,128 @@ class _Bridge:
                 continue
             if not mine:
                 self._stats.add("once_skipped")
+                self._watch(time.monotonic() + min(1.0, self.once_lease), signal, message, call)
                 continue
-            (won_async if is_async else won).append((ref, weak, sender))
-        return won, won_async
+            self._hold(claim)
+            won.add(call, claim)
+        return won
+
+    def _claim_key(self, message: wire.Message, receiver_key: str) -> str:
+        return f"{_CHANNEL_PREFIX}:{self.namespace}:once:{message.id}:{receiver_key}"
+
+    def _hold(self, claim: str) -> None:
+        """Keep renewing ``claim`` until it is finished (see ``_renew_steps``)."""
+        self._held[claim] = time.monotonic()
+
+    def _finish_steps(self, claims: Sequence[str]) -> _Steps[None]:
+        """Mark claims whose receivers have run as done, for ``once_ttl``."""
+        for claim in claims:
+            try:
+                yield ("transport", "finish", claim, "done", self.once_ttl, self._leases_key)
+            except TransportError as exc:
+                self._stats.add("once_errors")
+                self._log.warning(
+                    "once-finish",
+                    "relay could not mark a once receiver's run as done (%s); another process "
+                    "may run it again once its lease ends",
+                    exc,
+                )
+            finally:
+                self._held.pop(claim, None)
+
+    def _renew_steps(self) -> _Steps[None]:
+        """Extend the leases of the once receivers running in this process."""
+        claims = list(self._held)
+        if claims:
+            try:
+                yield ("transport", "renew", claims, self.once_lease, self._leases_key)
+            except TransportError as exc:
+                self._log.warning(
+                    "once-renew", "relay could not renew the lease of a once receiver (%s)", exc
+                )
+
+    def _watch(self, due: float, signal: Signal, message: wire.Message, call: _OnceCall) -> None:
+        if len(self._watched) >= _MAX_WATCHED:
+            heapq.heappop(self._watched)
+            self._log.warning(
+                "once-watch",
+                "relay is watching %d once claims of other processes; forgot the oldest",
+                _MAX_WATCHED,
+            )
+        heapq.heappush(self._watched, (due, next(self._watch_order), signal, message, call))
+
+    def _watch_due(self) -> bool:
+        """True if a watched claim or the reaping of abandoned leases is due."""
+        now = time.monotonic()
+        return bool(self._watched and self._watched[0][0] <= now) or (
+            self._reaps and now >= self._next_reap
+        )
+
+    def _watch_steps(self) -> _Steps[None]:
+        """
+        Check the claims other processes won: a claim whose lease ended
+        without the receiver finishing (its process died) is claimed again
+        and run here (``once_retried``). Then report leases that ended
+        without anybody taking them over (``once_lost``).
+        """
+        now = time.monotonic()
+        due: list[tuple[float, int, Signal, wire.Message, _OnceCall]] = []
+        while self._watched and self._watched[0][0] <= now and len(due) < _LOG_BATCH:
+            due.append(heapq.heappop(self._watched))
+        try:
+            if due:
+                claims = [self._claim_key(entry[3], entry[4][3]) for entry in due]
+                states = yield ("transport", "get_values", claims)
+                for entry, claim, state in zip(due, claims, states, strict=True):
+                    if state == "done":
+                        continue
+                    if state is None and (
+                        yield ("transport", "claim", claim, self.once_lease, self._leases_key)
+                    ):
+                        self._hold(claim)
+                        self._stats.add("once_retried")
+                        logger.warning(
+                            "relay: the process running once receiver %s for message %s did "
+                            "not finish within its lease; running it here",
+                            entry[4][3],
+                            entry[3].id,
+                        )
+                        yield ("run_once", entry[2], entry[3], entry[4], claim)
+                        continue
+                    # Still running (its lease is renewed), or taken over elsewhere.
+                    self._watch(now + self.once_lease / 3, *entry[2:])
+                due = []
+            if self._reaps and now >= self._next_reap:
+                self._next_reap = now + self.once_lease / 2
+                yield from self._reap_steps()
+        except TransportError as exc:
+            for entry in due:
+                self._watch(now + self.once_lease / 3, *entry[2:])
+            self._log.warning("once-watch", "relay could not check once claims (%s)", exc)
+
+    def _reap_steps(self) -> _Steps[None]:
+        leases = self._leases_key
+        # A lease over for a whole lease period was taken over by nobody.
+        overdue = yield ("transport", "overdue", leases, time.time() - self.once_lease, 100)
+        if not overdue:
+            return
+        states = yield ("transport", "get_values", overdue)
+        for claim, state in zip(overdue, states, strict=True):
+            if state == "run":
+                continue  # renewed meanwhile
+            if (yield ("transport", "discard", leases, claim)) and state is None:
+                self._stats.add("once_lost")
+                logger.error(
+                    "relay: a once receiver's run (%s) ended with its process and no process "
+                    "that has the receiver took it over; it did not complete",
+                    claim,
+                )
 
     def _publish_one_steps(self, item: _Item) -> _Steps[None]:
         """Publish one message now (``publish="sync"``); a Redis failure is raised."""
-        frames = _frames(self._frame_prefix, [item], self.max_message_size, self._key, True)
+        frames = _frames(
+            self._frame_prefix, [item], self.max_frame_size, self._key, self.durable
+        )
         try:
             yield ("transport", "publish_many", frames, self._durable_log)
         except TransportError:
@@ -898,13 +1145,7 @@ class _Bridge:
 
     def _publish_steps(self, batch: list[_Item]) -> _Steps[None]:
         """Publish a batch, retrying with backoff while Redis is unreachable, until stopped."""
-        frames = _frames(
-            self._frame_prefix,
-            batch,
-            self.max_message_size,
-            self._key,
-            self._durable_log is not None,
-        )
+        frames = _frames(self._frame_prefix, batch, self.max_frame_size, self._key, self.durable)
         failures = 0
         while True:
             try:
@@ -966,19 +1207,32 @@ class _Bridge:
             return True, now
         return False, None
 
-    def _recover_steps(self, subscription: Any, reason: str) -> _Steps[bool]:
-        """Reconnect with backoff until it works; False if stopped or given up."""
+    def _recover_steps(self, subscription: Any, error: TransportError) -> _Steps[bool]:
+        """
+        Reconnect with backoff until it works (at once if the connection was
+        restored underneath), then catch up in durable mode; False if stopped
+        or given up.
+        """
+        reason = str(error)
+        restored = isinstance(error, Resubscribed)
         lost_at = time.monotonic()
         self._stats.add("disconnects")
-        logger.warning("relay listener lost Redis (%s); reconnecting", reason)
+        logger.warning(
+            "relay listener lost Redis (%s); %s",
+            reason,
+            "catching up" if restored else "reconnecting",
+        )
         yield ("send", disconnected, {"reason": reason})
         attempts = 0
         while True:
-            if (yield ("wait", self.backoff.compute(attempts))):
+            if not (restored and attempts == 0) and (
+                yield ("wait", self.backoff.compute(attempts))
+            ):
                 return False
             attempts += 1
             try:
-                yield ("reconnect", subscription)
+                if not restored or attempts > 1:
+                    yield ("reconnect", subscription)
                 if self.durable:
                     yield from self._catch_up_steps()
             except TransportError as again:
@@ -1013,49 +1267,80 @@ class _Bridge:
         return f"{_CHANNEL_PREFIX}:{self.namespace}:cursor:{self.worker_id}"
 
     def _start_durable_steps(self) -> _Steps[None]:
-        """Find where to resume: this worker's last message, else the end of the log."""
-        log = self._durable_log
-        assert log is not None
+        """
+        Find where to resume: after this worker's last message, else where the
+        log ends now; catch up from there.
+        """
         while True:
             try:
                 if self.worker_id is not None and self._cursor_id is None:
                     self._cursor_id = yield ("transport", "get_value", self._cursor_key())
-                if self._cursor_id is not None:
+                if self._verified is None:
+                    resume = None
+                    if self._cursor_id is not None:
+                        resume = yield from self._find_in_log_steps(self._cursor_id)
+                        if resume is None:
+                            logger.warning(
+                                "relay: the last message this worker saw is no longer in the "
+                                "durable log; replaying all it retains"
+                            )
+                            resume = "0-0"
+                    self._verified = resume or (yield from self._log_end_steps())
+                    fresh_start = resume is None
+                else:
+                    fresh_start = False  # started again: catch up on what came meanwhile
+                for channel in self._subscribed:
+                    self._since.setdefault(channel, self._verified)
+                if not fresh_start:
                     yield from self._catch_up_steps()
-                elif self._resume_position is None:
-                    newest = yield ("transport", "read_log_backwards", log, None, 1)
-                    self._resume_position = newest[0].position if newest else "0-0"
                 return
             except TransportError as exc:
                 self._log.warning("durable", "relay listener cannot read the durable log (%s)", exc)
                 if (yield ("wait", 1.0)):
                     return
 
+    def _log_end_steps(self) -> _Steps[str]:
+        """The position of the newest entry of the log ("0-0" for an empty log)."""
+        newest = yield ("transport", "read_log_backwards", self._durable_log, None, 1)
+        return str(newest[0].position) if newest else "0-0"
+
+    def _subscribed_steps(self, channels: Iterable[str]) -> _Steps[None]:
+        """Note when ``channels`` were subscribed (and, durable, where the log ended then)."""
+        now = time.time()
+        fresh = [c for c in channels if c not in self._subscribed_at]
+        for channel in fresh:
+            self._subscribed_at[channel] = now
+        if self.durable and self._verified is not None and fresh:
+            try:
+                end = yield from self._log_end_steps()
+            except TransportError:
+                end = self._verified  # replay what came since the last catch-up: late, not lost
+            for channel in fresh:
+                self._since.setdefault(channel, end)
+
     def _catch_up_steps(self) -> _Steps[None]:
-        """Fire, in order, what the durable log holds after the last message seen."""
+        """
+        Fire, in order, what the durable log holds that this process has not
+        handled: every entry after the last position handled, up to where
+        the log ends now, skipping what was sent on a channel before this
+        process subscribed to it and what it has fired already.
+        """
         log = self._durable_log
         assert log is not None
-        after = self._resume_position
-        if self._cursor_id is not None:
-            found = yield from self._find_in_log_steps(self._cursor_id)
-            if found is not None:
-                after = found
-            elif after is None:
-                logger.warning(
-                    "relay: the last message this worker saw is no longer in the durable log; "
-                    "replaying all it retains"
-                )
-                after = "0-0"
-        # Read up to where the log ends now; what comes later arrives through
-        # pub/sub, which is subscribed already.
-        newest = yield ("transport", "read_log_backwards", log, None, 1)
-        end = newest[0].position if newest else None
+        after = self._verified or "0-0"
+        end = yield from self._log_end_steps()
+        end_key = _position(end)
         replayed = 0
-        while end is not None:
+        while _position(after) < end_key:
             entries = yield ("transport", "read_log", log, after, _LOG_BATCH)
+            if not entries:
+                break
             fired = 0
             for entry in entries:
-                if entry.channel in self._subscribed:
+                position = _position(entry.position)
+                if position > end_key:
+                    break
+                if self._unhandled(entry, position):
                     try:
                         fired += yield ("handle", entry.channel, entry.data)
                     except TransportError:
@@ -1064,17 +1349,40 @@ class _Bridge:
                         # As on the live path: count it and go on.
                         self._stats.add("listener_errors")
                         logger.exception("relay listener could not handle a logged message")
-                after = entry.position
-                if entry.position == end:
-                    break
-            self._resume_position = after
+                after = self._verified = entry.position
             if fired:
                 self._stats.add("replayed", fired)
                 replayed += fired
-            if not entries or after == end or (yield ("stopping",)):
+            if (yield ("stopping",)):
                 break
+        else:
+            self._verified = end if _position(end) > _position(after) else after
         if replayed:
             logger.info("relay listener replayed %d missed messages from the log", replayed)
+
+    def _recover_from_log_steps(self) -> _Steps[None]:
+        """Catch up after a loss; if the log cannot be read, the loss is reported instead."""
+        try:
+            yield from self._catch_up_steps()
+        except TransportError as exc:
+            self._log.warning(
+                "recover",
+                "relay could not read the durable log to recover lost messages (%s); "
+                "reporting them as a gap",
+                exc,
+            )
+
+    def _unhandled(self, entry: LogEntry, position: tuple[int, int]) -> bool:
+        """Whether a log entry may hold messages this process should fire and has not."""
+        since = self._since.get(entry.channel)
+        if since is None or entry.channel not in self._subscribed or position <= _position(since):
+            return False
+        if entry.origin and entry.last and entry.origin != origin.origin_id():
+            name = self._channels.get(entry.channel)
+            highest = origin.accepted.highest((self.namespace, entry.origin, name))
+            if highest is not None and highest >= entry.last:
+                return False  # fired already: no need to decode it
+        return True
 
     def _find_in_log_steps(self, message_id: str) -> _Steps[str | None]:
         log = self._durable_log
@@ -1091,11 +1399,10 @@ class _Bridge:
 
     def _remember_steps(self, message: wire.Message) -> _Steps[None]:
         self._cursor_id = message.id
-        if self.worker_id is not None:
-            try:
-                yield ("transport", "set_value", self._cursor_key(), message.id)
-            except TransportError as exc:
-                self._log.warning("cursor", "relay could not record this worker's place (%s)", exc)
+        try:
+            yield ("transport", "set_value", self._cursor_key(), message.id)
+        except TransportError as exc:
+            self._log.warning("cursor", "relay could not record this worker's place (%s)", exc)
 
     def _after_fork(self) -> None:
         # In a forked child: none of the parent's threads exist here, its
@@ -1106,8 +1413,13 @@ class _Bridge:
         self._log = _RateLimitedLog()
         for outbox in self._outboxes.values():
             outbox.renew_origin()
-        self._frame_prefix = wire.frame_prefix(origin.origin_id())
+        self._renew_frame_prefix()
         self._subscribed = set()
+        self._subscribed_at = {}
+        self._since = {}
+        self._verified = self._cursor_id = None
+        self._held = {}
+        self._watched = []
         self.transport.after_fork()
 
 
@@ -1135,6 +1447,8 @@ class Relay(_Bridge):
         self._subscription: Subscription | None = None
         self._stop_event = threading.Event()
         self._changes: deque[tuple[str, str, threading.Event]] = deque()
+        self._keeper: threading.Thread | None = None
+        self._keeper_stop = threading.Event()
 
     def _make_transport(self, url: str | None, client: Any, options: dict[str, Any]) -> Transport:
         from relay.transport.redis import RedisTransport
@@ -1157,7 +1471,7 @@ class Relay(_Bridge):
         Returns once the listener is subscribed to every registered signal, so
         every send made anywhere afterwards reaches this process. Calling it on
         a running bridge does nothing. Raises ``TransportError`` if Redis
-        cannot be reached.
+        cannot be reached, also in a process that only sends.
         """
         with self._lock:
             if self._running:
@@ -1181,6 +1495,7 @@ class Relay(_Bridge):
     def _go_live(self) -> Subscription:
         """Subscribe, attach to the signals and start publishing. Caller holds the lock."""
         self._check_open()
+        self.transport.check()
         listening = self._listening_channels()
         subscription = self.transport.subscription()
         try:
@@ -1190,6 +1505,8 @@ class Relay(_Bridge):
             raise
         self._subscription = subscription
         self._subscribed = listening
+        self._reaps = any(_has_once_receivers(sig) for sig in self._signals.values())
+        self._drive(self._subscribed_steps(listening))
         self._stop_event.clear()
         self._running = True
         self._attach_all()
@@ -1222,6 +1539,11 @@ class Relay(_Bridge):
         if listener is not None and listener is not threading.current_thread():
             listener.join()
         self._listener = None
+        # After the listener: a receiver it was running keeps its lease to the end.
+        self._keeper_stop.set()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join()
+        self._keeper = None
         logger.info("relay bridge stopped: namespace %r", self.namespace)
         return flushed
 
@@ -1298,17 +1620,20 @@ class Relay(_Bridge):
 
     # -- publishing ---------------------------------------------------------
 
-    def _hand_off(self, item: _Item) -> None:
+    def _hand_off(self, prepared: _Prepared) -> None:
         if self.publish_mode == "async":
-            self._publisher.put(item)
-        else:
-            self._drive(self._publish_one_steps(item))
+            self._publisher.put(prepared)
+            return
+        outbox = prepared[0]
+        # Numbered and published under one lock, so numbers follow the channel.
+        with outbox.numbering.lock:
+            self._drive(self._publish_one_steps(outbox.number(prepared)))
 
-    async def _ahand_off(self, item: _Item) -> None:
+    async def _ahand_off(self, prepared: _Prepared) -> None:
         if self.publish_mode == "async":
-            self._publisher.put(item)
+            self._publisher.put(prepared)
         else:
-            await asyncio.get_running_loop().run_in_executor(None, self._hand_off, item)
+            await asyncio.get_running_loop().run_in_executor(None, self._hand_off, prepared)
 
     # -- listening ----------------------------------------------------------
 
@@ -1337,6 +1662,8 @@ class Relay(_Bridge):
             action, channel, done = self._changes.popleft()
             try:
                 getattr(subscription, action)([channel])
+                if action == "subscribe":
+                    self._drive(self._subscribed_steps([channel]))
             finally:
                 done.set()
 
@@ -1349,6 +1676,8 @@ class Relay(_Bridge):
                 try:
                     if self._changes:
                         self._apply_changes(subscription)
+                    if self._watch_due():
+                        self._drive(self._watch_steps())
                     received = subscription.get(_POLL_SECONDS)
                     if received is None:
                         ping, ping_sent = self._health_check(subscription.last_activity, ping_sent)
@@ -1357,7 +1686,7 @@ class Relay(_Bridge):
                         continue
                 except TransportError as exc:
                     ping_sent = None
-                    if not self._drive(self._recover_steps(subscription, str(exc))):
+                    if not self._drive(self._recover_steps(subscription, exc)):
                         return
                     continue
                 try:
@@ -1404,23 +1733,30 @@ class Relay(_Bridge):
             return op[1].reconnect()
         if kind == "send":
             return op[1].send_robust(self, **op[2])
+        if kind == "run_once":
+            return self._run_once(*op[1:])
         raise AssertionError(f"unknown operation {kind!r}")
 
     def _handle(self, channel: str, data: bytes, replay: bool = False) -> int:
         """Decode a frame and fire its messages; return how many were fired."""
-        accepted = self._accept(channel, data, replay)
+        accepted = self._accept(channel, data, replay, defer=self.durable and not replay)
+        if accepted is _DEFERRED:
+            # A loss: fire the missing messages from the log first, in order
+            # (this frame among them, as it is logged before it is published).
+            self._drive(self._recover_from_log_steps())
+            accepted = self._accept(channel, data, replay)
         if accepted is None:
             return 0
         signal = accepted.signal
         for message in accepted.own:
             self._fire(signal, message, only_once=True)
-        if not accepted.fresh:
-            return 0
         for kwargs in accepted.gaps:
             gap.send_robust(self, **kwargs)
+        if not accepted.fresh:
+            return 0
         for message in accepted.fresh:
             self._fire(signal, message)
-        if self.durable:
+        if self.worker_id is not None:
             self._drive(self._remember_steps(accepted.fresh[-1]))
         return len(accepted.fresh)
 
@@ -1429,11 +1765,25 @@ class Relay(_Bridge):
         sync, asynchronous, once = _remote_calls(signal, message.sender)
         if only_once:
             sync = asynchronous = ()
+        claims: list[str] = []
         if once:
-            won, won_async = self._drive(self._claim_steps(message, once))
-            sync, asynchronous = (*sync, *won), (*asynchronous, *won_async)
-        if not sync and not asynchronous:
-            return
+            won = self._drive(self._claim_steps(signal, message, once))
+            sync, asynchronous = (*sync, *won.sync), (*asynchronous, *won.asynchronous)
+            claims = won.claims
+        if sync or asynchronous:
+            self._call_receivers(signal, message, sync, asynchronous, claims)
+
+    def _call_receivers(
+        self,
+        signal: Signal,
+        message: wire.Message,
+        sync: Sequence[_RemoteCall],
+        asynchronous: Sequence[_RemoteCall],
+        claims: Sequence[str],
+    ) -> None:
+        """Call receivers robustly with ``current_message()`` set, then finish ``claims``."""
+        if claims:
+            self._keep_leases()
         token = _current_message.set(message)
         try:
             fired, errors = self._call_sync(signal, message, sync)
@@ -1444,15 +1794,50 @@ class Relay(_Bridge):
                 errors += len(failures)
         finally:
             _current_message.reset(token)
+            if claims:
+                self._drive(self._finish_steps(claims))
         self._count_fired(fired, errors)
+
+    def _keep_leases(self) -> None:
+        """Start the thread that renews the leases of running once receivers, if need be."""
+        if self._keeper is not None and self._keeper.is_alive():
+            return
+        self._keeper_stop.clear()
+        self._keeper = threading.Thread(
+            target=self._renew_leases, name=f"relay-leases[{self.namespace}]", daemon=True
+        )
+        self._keeper.start()
+
+    def _renew_leases(self) -> None:
+        try:
+            while not self._keeper_stop.wait(self.once_lease / 3):
+                self._drive(self._renew_steps())
+        except BaseException:
+            logger.critical("relay lease thread crashed", exc_info=True)
+            raise
+
+    def _run_once(
+        self, signal: Signal, message: wire.Message, call: _OnceCall, claim: str
+    ) -> None:
+        won = _Won([], [], [])
+        won.add(call, claim)
+        self._call_receivers(signal, message, won.sync, won.asynchronous, won.claims)
 
     def _after_fork(self) -> None:
         super()._after_fork()
         self._listener = None
         self._subscription = None
+        self._keeper = None
+        self._keeper_stop = threading.Event()
         self._changes.clear()
         self._stop_event = threading.Event()
         self._publisher.discard_all()
+
+
+def _position(position: str) -> tuple[int, int]:
+    """A log position (``"<ms>-<n>"``) as a tuple that sorts like it."""
+    ms, _, n = position.partition("-")
+    return int(ms), int(n or 0)
 
 
 def _hears_remote(signal: Signal) -> bool:
@@ -1462,7 +1847,19 @@ def _hears_remote(signal: Signal) -> bool:
 
 
 _RemoteCall = tuple[Any, bool, object]  # (receiver or weak reference, is weak, sender to pass)
-_OnceCall = tuple[Any, bool, object, str, bool]  # ... plus the claim key and is_async
+_OnceCall = tuple[Any, bool, object, str, bool]  # ... plus the receiver's key and is_async
+
+
+class _Won(NamedTuple):
+    """The ``scope="once"`` receivers a process won the claims of, and the claims."""
+
+    sync: list[_RemoteCall]
+    asynchronous: list[_RemoteCall]
+    claims: list[str]
+
+    def add(self, call: _OnceCall, claim: str) -> None:
+        (self.asynchronous if call[4] else self.sync).append(call[:3])
+        self.claims.append(claim)
 
 
 def _has_once_receivers(signal: Signal) -> bool:

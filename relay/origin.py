@@ -1,8 +1,9 @@
 """
-Who this process is on the wire: its origin id, message ids and the ids it has seen.
+Who this process is on the wire: its origin id, message ids, the numbering of
+its messages, and what it has accepted from other origins.
 
 An origin names one process lifetime. A forked child is a new origin: it gets
-its own id, its own id counter and an empty memory of seen messages, so it
+its own id, its own counters and an empty memory of accepted messages, so it
 never passes for its parent.
 """
 
@@ -13,33 +14,34 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Hashable, Iterator
+import time
+from collections.abc import Callable, Hashable
+
+from relay.accounting import Windows
 
 __all__ = [
-    "SeenIds",
-    "Sequences",
+    "Numbering",
+    "accepted",
     "after_fork",
     "new_message_id",
+    "numbering",
     "origin_id",
-    "received",
-    "seen",
-    "sequence",
 ]
 
 _origin = ""
 _id_prefix = b""
 _counter = itertools.count()
-_sequences: dict[Hashable, Iterator[int]] = {}
+_numberings: dict[Hashable, Numbering] = {}
 _fork_hooks: list[Callable[[], None]] = []
 
 
 def _reset() -> None:
-    global _origin, _id_prefix, _counter, _sequences
+    global _origin, _id_prefix, _counter, _numberings
     token = secrets.token_bytes(8)
     _origin = f"{socket.gethostname()}:{os.getpid()}:{token[:4].hex()}"
     _id_prefix = token
     _counter = itertools.count(1)
-    _sequences = {}
+    _numberings = {}
 
 
 def _after_fork_in_child() -> None:
@@ -62,14 +64,41 @@ def new_message_id() -> bytes:
     return _id_prefix + next(_counter).to_bytes(8, "big")
 
 
-def sequence(key: Hashable) -> Iterator[int]:
+class Numbering:
     """
-    The sequence numbers of this process's messages on ``key`` (a namespace
-    and signal name): 1, 2, 3, ... Every bridge of the process shares it.
+    The sequence numbers of this process's messages on one namespace and
+    signal: 1, 2, 3, ... in the order the messages are queued.
+
+    ``started_at`` is ``time.time()`` when number 1 was taken (None before):
+    frames carry it, so that a process that was listening already knows that
+    it must have every number from 1. ``lock`` is for callers that must take a
+    number and publish the message before anyone else takes the next one.
     """
-    found = _sequences.get(key)
+
+    __slots__ = ("_next", "lock", "started_at")
+
+    def __init__(self) -> None:
+        self._next = 1
+        self.started_at: float | None = None
+        self.lock = threading.Lock()
+
+    def take(self) -> int:
+        """The next number. The caller serialises calls (a queue's lock, say)."""
+        number = self._next
+        if number == 1:
+            self.started_at = time.time()
+        self._next = number + 1
+        return number
+
+
+def numbering(key: Hashable) -> Numbering:
+    """
+    The numbering of this process's messages on ``key`` (a namespace and a
+    signal name). Every bridge of the process shares it.
+    """
+    found = _numberings.get(key)
     if found is None:
-        found = _sequences.setdefault(key, itertools.count(1))
+        found = _numberings.setdefault(key, Numbering())
     return found
 
 
@@ -88,96 +117,8 @@ def after_fork(hook: Callable[[], None]) -> Callable[[], None]:
     return remove
 
 
-class SeenIds:
-    """
-    A bounded, thread-safe memory of message ids, oldest forgotten first.
-
-    Arguments:
-
-        capacity
-            How many ids to remember. A duplicate older than this many later
-            messages is no longer recognised.
-    """
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self.capacity = capacity
-        self._ids: dict[str, object] = {}
-        self._trim_lock = threading.Lock()
-
-    def add(self, message_id: str) -> bool:
-        """Remember ``message_id``; return False if it was already there."""
-        mark = object()
-        # dict.setdefault is atomic: of two threads adding one id, one wins.
-        if self._ids.setdefault(message_id, mark) is not mark:
-            return False
-        if len(self._ids) > self.capacity:
-            self._trim()
-        return True
-
-    def _trim(self) -> None:
-        with self._trim_lock:
-            excess = len(self._ids) - self.capacity
-            if excess > 0:
-                for old in list(itertools.islice(self._ids, excess + self.capacity // 10)):
-                    self._ids.pop(old, None)
-
-    def forget_all(self) -> None:
-        """Start afresh without taking the lock (a thread may have held it at fork)."""
-        self._ids = {}
-        self._trim_lock = threading.Lock()
-
-
-#: Every bridge of this process shares it, so that two bridges on one namespace
-#: never fire one message twice.
-seen = SeenIds()
-after_fork(seen.forget_all)
-
-
-class Sequences:
-    """
-    The highest sequence number this process has received per key (a
-    namespace, an origin and a signal name), to notice lost messages.
-
-    Arguments:
-
-        capacity
-            How many keys to remember; the least recently seen are forgotten.
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._last: dict[Hashable, int] = {}
-        self._lock = threading.Lock()
-
-    def observe_many(self, key: Hashable, seqs: list[int]) -> list[tuple[int, int]]:
-        """
-        Record the sequence numbers of one frame, in order; return every jump
-        past the highest number seen so far as ``(first_missing, count)``.
-        The first number seen for a key is never a gap: a process that starts
-        listening late, or an origin restarted under a new id, has lost
-        nothing.
-        """
-        gaps = []
-        with self._lock:
-            last = self._last.pop(key, None)
-            for seq in seqs:
-                if last is not None and seq > last + 1:
-                    gaps.append((last + 1, seq - last - 1))
-                if last is None or seq > last:
-                    last = seq
-            if last is not None:
-                self._last[key] = last
-            if len(self._last) > self.capacity:
-                for old in list(itertools.islice(self._last, len(self._last) - self.capacity)):
-                    del self._last[old]
-        return gaps
-
-    def forget_all(self) -> None:
-        """Start afresh without taking the lock (a thread may have held it at fork)."""
-        self._last = {}
-        self._lock = threading.Lock()
-
-
-#: Shared by every bridge of the process, so a gap is reported once.
-received = Sequences()
-after_fork(received.forget_all)
+#: What this process has accepted from every origin, and what it lost. Every
+#: bridge of the process shares it, so that two bridges on one namespace never
+#: fire one message twice, and a loss is reported once.
+accepted = Windows()
+after_fork(accepted.forget_all)

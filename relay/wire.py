@@ -4,9 +4,14 @@ The wire format: how relayed sends travel between processes.
 A frame is one pub/sub payload, a msgpack array::
 
     [version, origin (str), messages, mac]
+    [version, origin (str), messages, header (map), mac]
 
 ``version`` is ``WIRE_VERSION``; ``origin`` is the id of the sending process;
-``messages`` is an array of messages, each::
+``header``, optional, is a map of named fields that readers which do not know
+a field ignore (so fields can be added without a new version): ``"n"``, a
+float, is ``time.time()`` in the origin when it numbered its first message of
+this frame's signal (see ``relay.origin.Numbering``). ``messages`` is an array
+of messages, each::
 
     [id (bin 16), seq (int), signal (str), sender (str | nil), sent_at (float),
      kwargs (map)]
@@ -35,6 +40,7 @@ import math
 import struct
 import threading
 import uuid
+import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar
@@ -44,6 +50,7 @@ import msgpack  # type: ignore[import-untyped]
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "WIRE_VERSION",
+    "Frame",
     "Message",
     "MessagePacker",
     "WireError",
@@ -54,6 +61,7 @@ __all__ = [
     "encode_kwargs",
     "frame_prefix",
     "pack_message",
+    "read_frame",
     "register_type",
 ]
 
@@ -67,9 +75,9 @@ _EXT_TUPLE: Final = 1  # msgpack array of the items
 _EXT_SET: Final = 2  # msgpack array of the members
 _EXT_FROZENSET: Final = 3  # msgpack array of the members
 _EXT_BIGINT: Final = 4  # two's-complement big-endian bytes
-_EXT_DATETIME: Final = 5  # [y, mo, d, h, mi, s, us, fold] + [offset_us, tzname] if aware
+_EXT_DATETIME: Final = 5  # [y, mo, d, h, mi, s, us, fold] + _zone() if aware
 _EXT_DATE: Final = 6  # [y, mo, d]
-_EXT_TIME: Final = 7  # [h, mi, s, us, fold] + [offset_us, tzname] if aware
+_EXT_TIME: Final = 7  # [h, mi, s, us, fold] + _zone() if aware
 _EXT_TIMEDELTA: Final = 8  # [days, seconds, microseconds]
 _EXT_DECIMAL: Final = 9  # ASCII text of str(value)
 _EXT_UUID: Final = 10  # the 16 bytes
@@ -80,6 +88,8 @@ _CONTAINER_CODES: Final = frozenset({_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET})
 # [id, seq, signal, sender, sent_at, kwargs]. The origin leads, so a process can
 # recognise its own frames by their first bytes (see frame_prefix()).
 _FRAME_HEAD: Final = bytes([0x94, WIRE_VERSION])
+_HEADED_FRAME_HEAD: Final = bytes([0x95, WIRE_VERSION])
+_STARTED_KEY: Final = b"\xa1n"  # the header field "n", packed
 _MESSAGE_HEAD: Final = 0x96  # fixarray of 6
 _ID_HEAD: Final = b"\x96\xc4\x10"  # a message's header, then its id as bin 8 of 16 bytes
 _FLOAT_HEAD: Final = b"\xcb"  # float 64
@@ -209,12 +219,20 @@ def _encode_bigint(obj: int) -> Any:
 
 
 def _zone(value: dt.datetime | dt.time) -> list[Any]:
-    """``[offset in microseconds, tzname]`` of an aware value, ``[]`` of a naive one."""
+    """
+    ``[offset in microseconds, tzname]`` of an aware value, plus the zone's
+    key for a ``zoneinfo.ZoneInfo`` (so that arithmetic keeps following the
+    zone's rules), ``[]`` of a naive one.
+    """
     offset = value.utcoffset()
     if offset is None:
         return []
     name = value.tzname()
-    return [offset // _MICROSECOND, None if name is None else str.__str__(name)]
+    zone = [offset // _MICROSECOND, None if name is None else str.__str__(name)]
+    tzinfo = value.tzinfo
+    if type(tzinfo) is zoneinfo.ZoneInfo and tzinfo.key is not None:
+        zone.append(str.__str__(tzinfo.key))
+    return zone
 
 
 def _encode_datetime(obj: dt.datetime) -> Any:
@@ -372,23 +390,28 @@ class MessagePacker:
         self, message_id: bytes, seq: int, sender: str | None, sent_at: float, kwargs: bytes
     ) -> bytes:
         """The same bytes as ``pack_message(message_id, seq, signal, sender, sent_at, kwargs)``."""
+        return number_message(message_id, seq, self.body(sender, sent_at, kwargs))
+
+    def body(self, sender: str | None, sent_at: float, kwargs: bytes) -> bytes:
+        """
+        A message without its id and sequence number, which ``number_message``
+        adds: a sender numbers a message only when it queues it.
+        """
         packed_sender = self._senders.get(sender)
         if packed_sender is None:
             packed_sender = _pack(sender)
             if len(self._senders) < _SENDER_CACHE:
                 self._senders[sender] = packed_sender
         return b"".join(
-            (
-                _ID_HEAD,
-                message_id,
-                _pack(seq),
-                self._name,
-                packed_sender,
-                _FLOAT_HEAD,
-                _pack_double(sent_at),
-                kwargs,
-            )
+            (self._name, packed_sender, _FLOAT_HEAD, _pack_double(sent_at), kwargs)
         )
+
+
+def number_message(message_id: bytes, seq: int, body: bytes) -> bytes:
+    """The message of ``MessagePacker.body()`` with its 16-byte id and sequence number."""
+    if seq < 128:
+        return b"%s%s%c%s" % (_ID_HEAD, message_id, seq, body)
+    return b"".join((_ID_HEAD, message_id, _pack(seq), body))
 
 
 def frame_prefix(origin: str) -> bytes:
@@ -396,18 +419,36 @@ def frame_prefix(origin: str) -> bytes:
     return _FRAME_HEAD + _pack(origin)
 
 
-def build_frame(prefix: bytes, messages: Sequence[bytes], *, key: bytes | None = None) -> bytes:
+def build_frame(
+    prefix: bytes,
+    messages: Sequence[bytes],
+    *,
+    key: bytes | None = None,
+    started_at: float | None = None,
+) -> bytes:
     """
     A frame of messages packed by ``pack_message()``, from the origin whose
     ``frame_prefix()`` is ``prefix``.
 
     With a ``key`` (see ``derive_key()``) the frame is signed: its mac is the
     HMAC-SHA256 of every byte before it, under ``key``. Without one its mac is
-    nil.
+    nil. With ``started_at`` the frame has a header saying when the origin
+    numbered its first message of the frame's signal.
     """
+    if started_at is None:
+        parts: tuple[bytes, ...] = (prefix, _array_header(len(messages)), *messages)
+    else:
+        header = b"\x81%s%s%s" % (_STARTED_KEY, _FLOAT_HEAD, _pack_double(started_at))
+        parts = (
+            _HEADED_FRAME_HEAD,
+            prefix[len(_FRAME_HEAD) :],
+            _array_header(len(messages)),
+            *messages,
+            header,
+        )
     if key is None:
-        return b"".join((prefix, _array_header(len(messages)), *messages, _UNSIGNED_TRAILER))
-    body = b"".join((prefix, _array_header(len(messages)), *messages))
+        return b"".join((*parts, _UNSIGNED_TRAILER))
+    body = b"".join(parts)
     return b"".join((body, _MAC_HEAD, _sign(key, body)))
 
 
@@ -416,6 +457,7 @@ def encode_frame(
     *,
     origin: str | None = None,
     key: bytes | None = None,
+    started_at: float | None = None,
 ) -> bytes:
     """
     Encode messages into one frame, in order, checking every field.
@@ -436,6 +478,10 @@ def encode_frame(
         key
             The key to sign the frame with (see ``build_frame()``), or ``None``
             for an unsigned frame.
+
+        started_at
+            When the origin numbered its first message of this signal
+            (``time.time()``), for the frame's header; ``None`` for no header.
 
     Raises ``TypeError`` or ``ValueError`` for a malformed message, so that no
     frame is published that other processes would reject.
@@ -462,7 +508,9 @@ def encode_frame(
         packed.append(pack_message(id_, seq, signal, sender, sent_at, kwargs))
     if type(origin) is not str or not origin:
         raise _bad_field("origin", "a non-empty str", origin, str)
-    return build_frame(frame_prefix(origin), packed, key=key)
+    if started_at is not None and (type(started_at) is not float or not math.isfinite(started_at)):
+        raise _bad_field("started_at", "a finite float", started_at, float)
+    return build_frame(frame_prefix(origin), packed, key=key, started_at=started_at)
 
 
 # -- signing -------------------------------------------------------------------
@@ -561,6 +609,18 @@ def _verify(data: bytes, keys: Sequence[bytes]) -> None:
 # -- decoding ----------------------------------------------------------------
 
 
+class Frame(NamedTuple):
+    """
+    A decoded frame: its ``origin``, its ``messages`` in order, and
+    ``started_at`` from its header (None if it has none): when the origin
+    numbered its first message of the frame's signal, by its clock.
+    """
+
+    origin: str
+    messages: list[Message]
+    started_at: float | None
+
+
 def decode_frame(
     data: bytes,
     *,
@@ -570,7 +630,23 @@ def decode_frame(
     keys: Sequence[bytes] | None = None,
 ) -> list[Message]:
     """
-    Decode a frame into its messages, in order.
+    Decode a frame into its messages, in order: ``read_frame(...).messages``.
+    """
+    return read_frame(
+        data, max_size=max_size, max_depth=max_depth, max_items=max_items, keys=keys
+    ).messages
+
+
+def read_frame(
+    data: bytes,
+    *,
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_depth: int = 32,
+    max_items: int = 100_000,
+    keys: Sequence[bytes] | None = None,
+) -> Frame:
+    """
+    Decode a frame: its origin, its messages in order, and its header.
 
     Arguments:
 
@@ -626,9 +702,14 @@ def decode_frame(
         raise WireError("not a frame")
     if frame[0] != WIRE_VERSION:
         raise WireError(f"unknown wire version {frame[0]}")
-    if len(frame) != 4:
-        raise WireError(f"bad frame: {len(frame)} elements instead of 4")
-    origin, messages, mac = frame[1], frame[2], frame[3]
+    if len(frame) == 4:
+        origin, messages, mac = frame[1], frame[2], frame[3]
+        started_at = None
+    elif len(frame) == 5:
+        origin, messages, header, mac = frame[1], frame[2], frame[3], frame[4]
+        started_at = _started_at(header)
+    else:
+        raise WireError(f"bad frame: {len(frame)} elements instead of 4 or 5")
     if keys is None:
         if mac is not None:
             raise WireError("signed frame but no secret configured")
@@ -674,7 +755,17 @@ def decode_frame(
                     raise WireError("too deeply nested") from None
                 items = reader.items
         decoded.append(_message(id_.hex(), origin, seq, signal, sender, sent_at, kwargs))
-    return decoded
+    return Frame(origin, decoded, started_at)
+
+
+def _started_at(header: Any) -> float | None:
+    """The known fields of a frame header; others are for newer readers."""
+    if type(header) is not dict:
+        raise WireError("bad frame: the header is not a map")
+    started_at = header.get("n")
+    if started_at is not None and (type(started_at) is not float or not math.isfinite(started_at)):
+        raise WireError("bad header field 'n'")
+    return started_at
 
 
 def _message_maker() -> Callable[[str, str, int, str, str | None, float, dict[str, Any]], Message]:
@@ -875,9 +966,11 @@ class _Reader:
         return fields
 
 
-def _timezone(offset: Any, name: Any) -> dt.timezone:
+def _timezone(offset: Any, name: Any, key: Any = None) -> dt.tzinfo:
     if type(offset) is not int or (name is not None and type(name) is not str):
         raise TypeError("bad zone")
+    if key is not None:
+        return _zone_info(key)
     delta = dt.timedelta(microseconds=offset)
     if name is None:
         return dt.timezone(delta)
@@ -886,10 +979,22 @@ def _timezone(offset: Any, name: Any) -> dt.timezone:
     return dt.timezone(delta, name)
 
 
+def _zone_info(key: Any) -> zoneinfo.ZoneInfo:
+    if type(key) is not str or not key or len(key) > 255:
+        raise TypeError("bad zone key")
+    try:
+        return zoneinfo.ZoneInfo(key)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):
+        raise WireError(
+            f"unknown time zone {key[:100]!r} on this machine; install its zone data "
+            "(the tzdata package) to receive it"
+        ) from None
+
+
 def _decode_datetime(reader: _Reader, data: bytes) -> dt.datetime:
-    fields = reader.fields(data, (8, 10))
+    fields = reader.fields(data, (8, 10, 11))
     year, month, day, hour, minute, second, microsecond, fold = fields[:8]
-    zone = _timezone(*fields[8:]) if len(fields) == 10 else None
+    zone = _timezone(*fields[8:]) if len(fields) > 8 else None
     return dt.datetime(year, month, day, hour, minute, second, microsecond, zone, fold=fold)
 
 
@@ -898,9 +1003,9 @@ def _decode_date(reader: _Reader, data: bytes) -> dt.date:
 
 
 def _decode_time(reader: _Reader, data: bytes) -> dt.time:
-    fields = reader.fields(data, (5, 7))
+    fields = reader.fields(data, (5, 7, 8))
     hour, minute, second, microsecond, fold = fields[:5]
-    zone = _timezone(*fields[5:]) if len(fields) == 7 else None
+    zone = _timezone(*fields[5:]) if len(fields) > 5 else None
     return dt.time(hour, minute, second, microsecond, zone, fold=fold)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import os
 import threading
@@ -73,6 +74,7 @@ def bridge(transport: FlakyTransport) -> Iterator[Relay]:
 
 FOREIGN = "elsewhere:1:abcd"
 _ids = iter(range(1, 1 << 30))
+_seqs: dict[tuple[str, str], Iterator[int]] = {}
 
 
 def foreign_frame(
@@ -80,11 +82,13 @@ def foreign_frame(
     sender: str | None = None,
     origin: str = FOREIGN,
     message_id: bytes | None = None,
-    seq: int = 1,
+    seq: int | None = None,
     **kwargs: Any,
 ) -> bytes:
-    """A frame as another process would publish it."""
+    """A frame as another process would publish it: numbered in order per origin and signal."""
     message_id = message_id or next(_ids).to_bytes(16, "big")
+    if seq is None:
+        seq = next(_seqs.setdefault((origin, name), itertools.count(1)))
     return wire.encode_frame(
         [(message_id, origin, seq, name, sender, time.time(), wire.encode_kwargs(kwargs))]
     )
@@ -503,8 +507,10 @@ def test_echo_duplicates_and_malformed_frames(
     same_id = b"\x09" * 16
     with caplog.at_level(logging.WARNING, logger="relay"), bridge:
         inject(client, "a.b", foreign_frame("a.b", origin=origin_id(), n=0))  # our own echo
-        inject(client, "a.b", foreign_frame("a.b", message_id=same_id, n=1))
-        inject(client, "a.b", foreign_frame("a.b", message_id=same_id, n=1))
+        twice = foreign_frame("a.b", origin="twice:1:abcd", message_id=same_id, seq=1, n=1)
+        inject(client, "a.b", twice)
+        twice = foreign_frame("a.b", origin="twice:1:abcd", message_id=same_id, seq=1, n=1)
+        inject(client, "a.b", twice)
         inject(client, "a.b", b"\xff garbage")
         inject(client, "a.b", foreign_frame("x.y", n=9))  # wrong signal for the channel
         inject(client, "a.b", foreign_frame("a.b", n=2))
@@ -584,7 +590,7 @@ def test_a_forked_child_is_a_new_origin_with_an_empty_queue(
                 and bridge._publisher._queued == 0
                 and not bridge.running
                 and bridge._frame_prefix == wire.frame_prefix(origin_id())
-                and next(bridge._outboxes["a.b"]._seq) == 1  # numbering starts afresh
+                and bridge._outboxes["a.b"].numbering.take() == 1  # numbering starts afresh
             )
             os.write(write, b"ok" if ok else b"bad")
         finally:

@@ -219,7 +219,7 @@ def test_durable_listener_fires_what_it_missed_in_order_without_duplicates(
     rec = Recorder()
     sig.connect(rec, weak=False)
     with bridge:
-        wait_until(lambda: bridge._resume_position is not None)
+        wait_until(lambda: bridge._verified is not None)
         publish_durably(client, "a.b", 2, n=0)
         wait_until(lambda: rec.numbers() == [0])
         subscription = bridge._subscription
@@ -254,25 +254,25 @@ def test_a_restarted_worker_resumes_where_it_stopped(client: fakeredis.FakeRedis
     rec = Recorder()
     sig.connect(rec, weak=False)
     with first:
-        wait_until(lambda: first._resume_position is not None)
+        wait_until(lambda: first._verified is not None)
         publish_durably(client, "a.b", 1, n=1)
         wait_until(lambda: rec.numbers() == [1])
     first.close()
     for seq in (2, 3, 4):
         append_missed(client, "a.b", seq, n=seq)  # sent while the worker was down
-    relay_origin.seen.forget_all()  # as a new process would
+    relay_origin.accepted.forget_all()  # as a new process would
     second = make_bridge(client, durable=True, worker_id="w1")
     second.register(sig)
     with second:
         wait_until(lambda: len(rec.calls) == 4)
     assert rec.numbers() == [1, 2, 3, 4]
     # Without a worker_id a process starts from now.
-    relay_origin.seen.forget_all()
+    relay_origin.accepted.forget_all()
     third = make_bridge(client, durable=True)
     other = third.register(Signal(name="c.d"))
     other.connect(rec, weak=False)
     with third:
-        wait_until(lambda: third._resume_position is not None)
+        wait_until(lambda: third._verified is not None)
     assert rec.numbers() == [1, 2, 3, 4]
 
 
@@ -397,13 +397,13 @@ def test_catch_up_stops_at_the_log_end_it_saw_and_when_stopped(
     rec = Recorder()
     sig.connect(rec, weak=False)
     with first:
-        wait_until(lambda: first._resume_position is not None)
+        wait_until(lambda: first._verified is not None)
         publish_durably(client, "a.b", 1, n=1)
         wait_until(lambda: rec.numbers() == [1])
     first.close()
     for seq in range(2, 1200):  # a backlog of more than two read batches
         append_missed(client, "a.b", seq, n=seq)
-    relay_origin.seen.forget_all()
+    relay_origin.accepted.forget_all()
     second = make_bridge(client, durable=True, worker_id="w2")
     second.register(sig)
     with second:
@@ -412,12 +412,99 @@ def test_catch_up_stops_at_the_log_end_it_saw_and_when_stopped(
     assert rec.numbers() == list(range(1, 1200))
 
 
-def test_sequences_report_every_jump_once_including_inside_one_frame() -> None:
-    sequences = relay_origin.Sequences(capacity=2)
-    assert sequences.observe_many("a", [7, 8]) == []  # first sight: nothing lost
-    assert sequences.observe_many("a", [9, 12, 13, 20]) == [(10, 2), (14, 6)]
-    assert sequences.observe_many("a", [15]) == []  # late or repeated: not a gap
-    assert sequences.observe_many("a", [21]) == []
-    sequences.observe_many("b", [1])
-    sequences.observe_many("c", [1])  # over capacity: "a" is forgotten
-    assert sequences.observe_many("a", [40]) == []
+# -- scope="once" leases ---------------------------------------------------------
+
+
+def claim_key(message_id: str) -> str:
+    return f"relay:ns:once:{message_id}:{__name__}.once_receiver"
+
+
+def test_a_claim_whose_holder_died_is_run_here_once_its_lease_ends(
+    client: fakeredis.FakeRedis,
+) -> None:
+    once_calls.clear()
+    bridge = make_bridge(client, once_lease=0.3)
+    sig = bridge.register(Signal(name="a.b"))
+    sig.connect(once_receiver, scope="once")
+    data, message_id = frame("a.b", 1, n=7)
+    # Another process claimed it, then died: nobody renews its lease.
+    client.set(claim_key(message_id), b"run", px=300)
+    with bridge:
+        client.publish(channel_for("ns", "a.b"), data)
+        wait_until(lambda: bridge.stats()["once_retried"] == 1)
+        wait_until(lambda: client.get(claim_key(message_id)) == b"done")
+    stats = bridge.stats()
+    assert once_calls == [(7, True)]
+    assert (stats["once_skipped"], stats["once_retried"], stats["once_lost"]) == (1, 1, 0)
+    assert client.zcard("relay:ns:once:leases") == 0
+
+
+def test_a_claim_that_finished_elsewhere_is_never_run_here(client: fakeredis.FakeRedis) -> None:
+    once_calls.clear()
+    bridge = make_bridge(client, once_lease=0.2)
+    sig = bridge.register(Signal(name="a.b"))
+    sig.connect(once_receiver, scope="once")
+    data, message_id = frame("a.b", 1, n=8)
+    client.set(claim_key(message_id), b"run", px=200)
+    with bridge:
+        client.publish(channel_for("ns", "a.b"), data)
+        wait_until(lambda: bridge.stats()["once_skipped"] == 1)
+        client.set(claim_key(message_id), b"done", px=60_000)  # the holder finished
+        time.sleep(1.5)  # past the first check of the watched claim
+        assert not bridge._watched
+    assert once_calls == []
+    assert bridge.stats()["once_retried"] == 0
+
+
+def test_a_running_once_receiver_keeps_its_lease_past_the_lease_time(
+    client: fakeredis.FakeRedis,
+) -> None:
+    seen_during_run: list[Any] = []
+    lease = 0.3
+
+    def slow(sender: Any, **kwargs: Any) -> None:
+        time.sleep(lease * 4)
+        seen_during_run.append(client.get(claim))
+
+    bridge = make_bridge(client, once_lease=lease)
+    sig = bridge.register(Signal(name="a.b"))
+    sig.connect(slow, scope="once", dispatch_uid="slow", weak=False)
+    data, message_id = frame("a.b", 1, n=1)
+    claim = f"relay:ns:once:{message_id}:slow"
+    with bridge:
+        client.publish(channel_for("ns", "a.b"), data)
+        wait_until(lambda: seen_during_run != [])
+        wait_until(lambda: client.get(claim) == b"done")
+    # Renewed while it ran, so nobody else could have taken it over.
+    assert seen_during_run == [b"run"]
+    assert 0 < client.pttl(claim) <= 3_600_000
+    assert client.zscore("relay:ns:once:leases", claim) is None
+
+
+def test_a_lease_nobody_took_over_is_reported_once(
+    client: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A process claimed a message and died; no process that has the message
+    # is left to take it over. Any bridge with a once receiver reports it.
+    dead = "relay:ns:once:" + "ab" * 16 + ":shop.send_receipt"
+    client.zadd("relay:ns:once:leases", {dead: time.time() - 5})
+    finished = "relay:ns:once:" + "cd" * 16 + ":shop.send_receipt"
+    client.zadd("relay:ns:once:leases", {finished: time.time() - 5})
+    client.set(finished, b"done")
+    first = make_bridge(client, once_lease=0.2)
+    second = Relay(client=client, namespace="ns", once_lease=0.2)
+    for bridge in (first, second):
+        sig = bridge.register(Signal(name=f"a.{id(bridge)}"))
+        sig.connect(once_receiver, scope="once")
+    with caplog.at_level(logging.ERROR, logger="relay"), first, second:
+        wait_until(lambda: client.zcard("relay:ns:once:leases") == 0)
+        time.sleep(0.3)
+    assert first.stats()["once_lost"] + second.stats()["once_lost"] == 1
+    assert "no process that has the receiver took it over" in caplog.text
+
+
+def test_once_lease_must_fit_in_once_ttl(client: fakeredis.FakeRedis) -> None:
+    with pytest.raises(ValueError, match="once_lease"):
+        make_bridge(client, once_lease=10, once_ttl=5)
+    with pytest.raises(ValueError, match="once_lease"):
+        make_bridge(client, once_lease=0)

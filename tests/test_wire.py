@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import math
 import re
+import struct
 import threading
 import types
 import uuid
@@ -37,6 +38,7 @@ from relay.wire import (
     encode_kwargs,
     frame_prefix,
     pack_message,
+    read_frame,
     register_type,
 )
 
@@ -302,17 +304,39 @@ def test_bool_and_int_keys_keep_their_type() -> None:
     assert member is False
 
 
-def test_aware_datetime_in_a_zoneinfo_zone_keeps_instant_offset_and_name() -> None:
+def test_aware_datetime_in_a_zoneinfo_zone_keeps_its_zone_and_its_rules() -> None:
     try:
         paris = zoneinfo.ZoneInfo("Europe/Paris")
     except zoneinfo.ZoneInfoNotFoundError:
         pytest.skip("no time zone data")
-    value = dt.datetime(2024, 7, 1, 12, 30, tzinfo=paris)
+    value = dt.datetime(2024, 1, 10, 12, 30, tzinfo=paris)
     result = roundtrip(value)
     assert result == value
-    assert result.utcoffset() == dt.timedelta(hours=2)
-    assert result.tzname() == "CEST"
-    assert type(result.tzinfo) is dt.timezone
+    assert result.tzinfo is paris  # ZoneInfo instances are cached per key
+    assert result.utcoffset() == dt.timedelta(hours=1) and result.tzname() == "CET"
+    # Arithmetic follows the zone's rules: summer time half a year later.
+    assert (result + dt.timedelta(days=180)).utcoffset() == dt.timedelta(hours=2)
+    # An ambiguous wall time keeps its fold.
+    late = dt.datetime(2024, 10, 27, 2, 30, tzinfo=paris, fold=1)
+    assert roundtrip(late).fold == 1 and roundtrip(late).utcoffset() == dt.timedelta(hours=1)
+
+
+def test_a_zone_unknown_to_the_receiver_is_a_clear_decode_error() -> None:
+    for key in ("Europe/Nowhere", "../../../etc/passwd", "/etc/localtime", ""):
+        fields = [2024, 1, 10, 0, 0, 0, 0, 0, 3_600_000_000, "CET", key]
+        value = msgpack.ExtType(5, msgpack.packb(fields))
+        data = encode_frame([message({"when": value})])
+        with pytest.raises(WireError, match=r"unknown time zone|bad payload"):
+            decode_frame(data)
+    fields = [2024, 1, 10, 0, 0, 0, 0, 0, 3_600_000_000, "CET", "Europe/Nowhere"]
+    with pytest.raises(WireError, match="unknown time zone 'Europe/Nowhere' on this machine"):
+        decode_frame(encode_frame([message({"when": msgpack.ExtType(5, msgpack.packb(fields))})]))
+
+
+def test_a_fixed_offset_zone_still_arrives_as_a_fixed_offset() -> None:
+    zone = dt.timezone(dt.timedelta(hours=-5), "EST")
+    result = roundtrip(dt.datetime(2024, 1, 10, tzinfo=zone))
+    assert result.tzinfo == zone and result.tzname() == "EST"
 
 
 def test_utc_arrives_as_the_utc_singleton() -> None:
@@ -612,8 +636,11 @@ def good_frame() -> bytes:
         (msgpack.packb(7), "not a frame"),
         (raw_frame(version=7), "unknown wire version 7"),
         (raw_frame(version=2**64 - 1), f"unknown wire version {2**64 - 1}"),
-        (msgpack.packb([1, []]), "bad frame: 2 elements instead of 4"),
-        (msgpack.packb([1, "o", [], None, None]), "bad frame: 5 elements instead of 4"),
+        (msgpack.packb([1, []]), "bad frame: 2 elements instead of 4 or 5"),
+        (msgpack.packb([1, "o", [], None, None, None]), "bad frame: 6 elements instead of 4 or 5"),
+        (msgpack.packb([1, "o", [], None, None]), "bad frame: the header is not a map"),
+        (msgpack.packb([1, "o", [], {"n": "x"}, None]), "bad header field 'n'"),
+        (msgpack.packb([1, "o", [], {"n": float("nan")}, None]), "bad header field 'n'"),
         (msgpack.packb([1, "o", {}, None]), "messages are not an array"),
         (raw_frame(origin=""), "bad field 'origin'"),
         (raw_frame(origin=b"o"), "bad field 'origin'"),
@@ -1259,3 +1286,28 @@ def test_message_packer_packs_exactly_as_pack_message(
         assert packer.pack(ID, seq, sender, sent_at, kwargs) == pack_message(
             ID, seq, name, sender, sent_at, kwargs
         )
+
+
+def test_a_frame_header_says_when_the_numbering_started_and_old_readers_fields_are_kept() -> None:
+    started = 1_700_000_000.25
+    data = encode_frame([message({"a": 1})], started_at=started)
+    frame = read_frame(data)
+    assert frame.started_at == started and frame.origin == "host:1:abcd"
+    assert [m.kwargs for m in frame.messages] == [{"a": 1}]
+    assert read_frame(encode_frame([message({})])).started_at is None
+    # Header fields this reader does not know are ignored.
+    fields = msgpack.unpackb(data)
+    fields[3]["future"] = [1, 2, 3]
+    assert read_frame(msgpack.packb(fields)).started_at == started
+    # The origin mark a bridge recognises its own frames by is the same with a header.
+    assert data.startswith(frame_prefix("host:1:abcd")[1:], 1)
+
+
+def test_a_signed_frame_with_a_header_verifies_and_a_changed_header_does_not() -> None:
+    key = derive_key(b"secret")
+    data = encode_frame([message({"a": 1})], key=key, started_at=5.0)
+    assert read_frame(data, keys=[key]).started_at == 5.0
+    forged = data.replace(struct.pack(">d", 5.0), struct.pack(">d", 6.0))
+    assert forged != data
+    with pytest.raises(WireError, match="bad signature"):
+        read_frame(forged, keys=[key])

@@ -22,10 +22,15 @@ from relay.transport.base import (
 )
 from relay.transport.redis import (
     CONNECTION_ERRORS,
+    Restorations,
     describe,
     log_entry,
+    queue_claim,
+    queue_finish,
     queue_publish,
+    queue_renew,
     text,
+    texts,
     translated,
 )
 
@@ -35,11 +40,14 @@ _CONFIRM_TIMEOUT = 10.0
 class AsyncRedisSubscription(AsyncSubscription):
     """A ``redis.asyncio`` ``PubSub`` used by one listener task."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, description: str | None = None) -> None:
         self._client = client
+        #: The transport's description, for error messages (no credentials).
+        self.description = description
         self._pubsub = client.pubsub()
         self._channels: set[str] = set()
         self._early: list[dict[str, Any]] = []
+        self._restored = Restorations()
         self.last_activity = time.monotonic()
 
     async def subscribe(self, channels: Collection[str]) -> None:
@@ -76,7 +84,7 @@ class AsyncRedisSubscription(AsyncSubscription):
         if not gone:
             return
         self._channels.difference_update(gone)
-        with translated():
+        with translated(self.description):
             await self._pubsub.unsubscribe(*gone)
 
     async def get(self, timeout: float) -> tuple[str, bytes] | None:
@@ -94,16 +102,19 @@ class AsyncRedisSubscription(AsyncSubscription):
         self.last_activity = time.monotonic()
         if message["type"] == "message":
             return text(message["channel"]), message["data"]
+        if message["type"] == "subscribe":
+            self._restored.confirmed(text(message["channel"]), set(self._channels))
         return None
 
     async def ping(self) -> None:
-        with translated():
+        with translated(self.description):
             await self._pubsub.ping()
 
     async def reconnect(self) -> None:
         await self.close()
         self._pubsub = self._client.pubsub()
         self._early.clear()
+        self._restored = Restorations()
         if self._channels:
             await self._subscribe(sorted(self._channels))
         self.last_activity = time.monotonic()
@@ -163,7 +174,7 @@ class AsyncRedisTransport(AsyncTransport):
         self.description = describe(client)  # type: ignore[arg-type]
 
     async def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
-        with translated():
+        with translated(self.description):
             if log is None and len(items) == 1:
                 await self.client.publish(items[0].channel, items[0].data)
                 return
@@ -173,36 +184,61 @@ class AsyncRedisTransport(AsyncTransport):
 
     async def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
         start = f"({after}" if after else "-"
-        with translated():
+        with translated(self.description):
             entries: Any = await self.client.xrange(log.key, min=start, max="+", count=count)
         return [log_entry(position, fields) for position, fields in entries]
 
     async def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
         end = f"({before}" if before else "+"
-        with translated():
+        with translated(self.description):
             entries: Any = await self.client.xrevrange(log.key, max=end, min="-", count=count)
         return [log_entry(position, fields) for position, fields in entries]
 
     async def get_value(self, key: str) -> str | None:
-        with translated():
+        with translated(self.description):
             value = await self.client.get(key)
         return None if value is None else text(value)
 
     async def set_value(self, key: str, value: str) -> None:
-        with translated():
+        with translated(self.description):
             await self.client.set(key, value)
 
-    async def claim(self, key: str, ttl_seconds: float) -> bool:
-        with translated():
-            return bool(
-                await self.client.set(key, b"1", nx=True, px=max(1, int(ttl_seconds * 1000)))
-            )
+    async def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_claim(pipe, key, ttl_seconds, leases)
+            return bool((await pipe.execute())[0])
+
+    async def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_renew(pipe, keys, ttl_seconds, leases)
+            await pipe.execute()
+
+    async def finish(self, key: str, value: str, ttl_seconds: float, leases: str) -> None:
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_finish(pipe, key, value, ttl_seconds, leases)
+            await pipe.execute()
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        with translated(self.description):
+            return texts(await self.client.mget(keys))
+
+    async def overdue(self, leases: str, before: float, count: int) -> list[str]:
+        with translated(self.description):
+            keys: Any = await self.client.zrangebyscore(leases, "-inf", before, start=0, num=count)
+        return [text(key) for key in keys]
+
+    async def discard(self, leases: str, key: str) -> bool:
+        with translated(self.description):
+            return bool(await self.client.zrem(leases, key))
 
     def subscription(self) -> AsyncRedisSubscription:
-        return AsyncRedisSubscription(self.client)
+        return AsyncRedisSubscription(self.client, self.description)
 
     async def check(self) -> None:
-        with translated():
+        with translated(self.description, reaching=True):
             await self.client.ping()
 
     def after_fork(self) -> None:

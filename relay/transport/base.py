@@ -11,21 +11,43 @@ class TransportError(ConnectionError):
     """The broker could not be reached, or a connection to it broke."""
 
 
+class Resubscribed(TransportError):
+    """
+    The subscribed connection was lost and restored underneath the caller
+    (the client library reconnected and subscribed again by itself, or the
+    broker closed the connection and accepted it again): messages published
+    in between were lost on this connection. The subscription is live again;
+    no ``reconnect()`` is needed.
+    """
+
+
 class Outgoing(NamedTuple):
-    """One payload to publish; ``ids`` lists its message ids for the durable log."""
+    """
+    One payload to publish. For the durable log: ``ids`` lists its message
+    ids (hex, comma-separated), ``origin`` is its sender and ``last`` the
+    sequence number of its last message, so that a reader can tell it has the
+    frame already without decoding it.
+    """
 
     channel: str
     data: bytes
     ids: str = ""
+    origin: str = ""
+    last: int = 0
 
 
 class LogEntry(NamedTuple):
-    """One entry of the durable log: its position, channel, payload and message ids."""
+    """
+    One entry of the durable log: its position, channel, payload and message
+    ids, and its origin and last sequence number ("" and 0 if not recorded).
+    """
 
     position: str
     channel: str
     data: bytes
     ids: str
+    origin: str = ""
+    last: int = 0
 
 
 class Log(NamedTuple):
@@ -71,7 +93,9 @@ class Subscription(ABC):
 
         Returns ``(channel, data)``, or None if no message arrived in time (a
         control reply, such as a subscription confirmation, also returns None).
-        Raises ``TransportError`` if the connection is lost.
+        Raises ``TransportError`` if the connection is lost, and
+        ``Resubscribed`` if it was lost and restored without the caller: a
+        subscription confirmation nobody asked for.
         """
 
     @abstractmethod
@@ -121,8 +145,32 @@ class Transport(ABC):
         """Store ``value`` at ``key``."""
 
     @abstractmethod
-    def claim(self, key: str, ttl_seconds: float) -> bool:
-        """Atomically create ``key`` for ``ttl_seconds``; False if it exists already."""
+    def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
+        """
+        Atomically create ``key`` for ``ttl_seconds``; False if it exists
+        already. With ``leases``, also record ``key`` there (a sorted set),
+        due at the end of the claim, unless it is recorded already.
+        """
+
+    @abstractmethod
+    def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
+        """Extend the claims ``keys`` by ``ttl_seconds`` from now, and their due times."""
+
+    @abstractmethod
+    def finish(self, key: str, value: str, ttl_seconds: float, leases: str) -> None:
+        """Set ``key`` to ``value`` for ``ttl_seconds`` and remove it from ``leases``."""
+
+    @abstractmethod
+    def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        """The strings stored at ``keys`` (None where there is none), in one round trip."""
+
+    @abstractmethod
+    def overdue(self, leases: str, before: float, count: int) -> list[str]:
+        """Up to ``count`` keys of ``leases`` due before Unix time ``before``."""
+
+    @abstractmethod
+    def discard(self, leases: str, key: str) -> bool:
+        """Remove ``key`` from ``leases``; True if this call removed it."""
 
     @abstractmethod
     def subscription(self) -> Subscription:
@@ -203,8 +251,28 @@ class AsyncTransport(ABC):
         """See ``Transport.set_value``."""
 
     @abstractmethod
-    async def claim(self, key: str, ttl_seconds: float) -> bool:
+    async def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
         """See ``Transport.claim``."""
+
+    @abstractmethod
+    async def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
+        """See ``Transport.renew``."""
+
+    @abstractmethod
+    async def finish(self, key: str, value: str, ttl_seconds: float, leases: str) -> None:
+        """See ``Transport.finish``."""
+
+    @abstractmethod
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        """See ``Transport.get_values``."""
+
+    @abstractmethod
+    async def overdue(self, leases: str, before: float, count: int) -> list[str]:
+        """See ``Transport.overdue``."""
+
+    @abstractmethod
+    async def discard(self, leases: str, key: str) -> bool:
+        """See ``Transport.discard``."""
 
     @abstractmethod
     def subscription(self) -> AsyncSubscription:

@@ -17,6 +17,7 @@ from relay.transport.base import (
     Log,
     LogEntry,
     Outgoing,
+    Resubscribed,
     Subscription,
     Transport,
     TransportError,
@@ -28,6 +29,11 @@ CONNECTION_ERRORS = (
     OSError,
 )
 
+AUTHENTICATION_ERRORS = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthenticationWrongNumberOfArgsError,
+)
+
 
 _CONFIRM_TIMEOUT = 10.0
 
@@ -37,19 +43,52 @@ def text(value: bytes | str) -> str:
 
 
 def log_entry(position: bytes | str, fields: dict[bytes, bytes]) -> LogEntry:
+    last = fields.get(b"q", b"")
     return LogEntry(
         text(position),
         text(fields.get(b"c", b"")),
         fields.get(b"f", b""),
         text(fields.get(b"i", b"")),
+        text(fields.get(b"o", b"")),
+        int(last) if last.isdigit() and len(last) < 21 else 0,
     )
+
+
+def milliseconds(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def queue_claim(pipe: Any, key: str, ttl_seconds: float, leases: str | None) -> None:
+    pipe.set(key, b"run", nx=True, px=milliseconds(ttl_seconds))
+    if leases is not None:
+        pipe.zadd(leases, {key: time.time() + ttl_seconds}, nx=True)
+
+
+def queue_renew(pipe: Any, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
+    due = time.time() + ttl_seconds
+    for key in keys:
+        pipe.pexpire(key, milliseconds(ttl_seconds))
+        pipe.zadd(leases, {key: due}, xx=True)
+
+
+def queue_finish(pipe: Any, key: str, value: str, ttl_seconds: float, leases: str) -> None:
+    pipe.set(key, value, px=milliseconds(ttl_seconds))
+    pipe.zrem(leases, key)
+
+
+def texts(values: Sequence[bytes | str | None]) -> list[str | None]:
+    return [None if value is None else text(value) for value in values]
 
 
 def queue_publish(pipe: Any, items: Sequence[Outgoing], log: Log | None) -> None:
     """Queue the commands that publish ``items`` (appending them to ``log``) on a pipeline."""
     for item in items:
         if log is not None:
+            fields: dict[str, str | bytes | int]
             fields = {"c": item.channel, "f": item.data, "i": item.ids}
+            if item.origin:
+                fields["o"] = item.origin
+                fields["q"] = item.last
             pipe.xadd(log.key, fields, maxlen=log.max_entries, approximate=True)
         pipe.publish(item.channel, item.data)
     if log is not None and log.max_age_seconds is not None:
@@ -58,14 +97,89 @@ def queue_publish(pipe: Any, items: Sequence[Outgoing], log: Log | None) -> None
 
 
 @contextmanager
-def translated() -> Iterator[None]:
+def translated(description: str | None = None, *, reaching: bool = False) -> Iterator[None]:
+    """
+    Raise redis-py's errors as ``TransportError``s, each with a one-line message.
+
+    Arguments:
+
+        description
+            The transport's ``description`` (which never has credentials): a
+            refused authentication names it, with the URL that would work.
+
+        reaching
+            Name ``description`` in a connection error too (for ``check()``,
+            whose caller wants to know which Redis it could not reach).
+    """
     try:
         yield
-    except CONNECTION_ERRORS as exc:
-        raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-    except redis.exceptions.ResponseError as exc:
+    except TransportError:
+        raise  # already one of ours (a SUBSCRIBE not confirmed in time, ...)
+    except Exception as exc:
+        message = transport_error_message(exc, description, reaching=reaching)
+        if message is None:
+            raise
+        raise TransportError(message) from exc
+
+
+def transport_error_message(
+    exc: BaseException, description: str | None = None, *, reaching: bool = False
+) -> str | None:
+    """The one-line message of the ``TransportError`` for ``exc``; None if it is not one."""
+    refused = authentication_failure(exc, description)
+    if refused is not None:
+        return refused
+    if isinstance(exc, CONNECTION_ERRORS):
+        error = f"{type(exc).__name__}: {one_line(exc)}"
+        if reaching and description:
+            return f"cannot reach Redis at {description}: {error}"
+        return error
+    if isinstance(exc, redis.exceptions.ResponseError):
         # NOPERM from an ACL, a read-only replica, ...: Redis refused.
-        raise TransportError(f"Redis refused: {exc}") from exc
+        return f"Redis refused: {one_line(exc)}"
+    return None
+
+
+def authentication_failure(exc: BaseException, description: str | None = None) -> str | None:
+    """
+    If ``exc`` is Redis refusing this client's credentials (or asking for
+    some), a one-line message saying so and how to fix the URL; else None.
+    The message never has a password: ``description`` has none, nor do
+    Redis's errors.
+    """
+    reason = one_line(exc)
+    code = getattr(exc, "status_code", None)  # redis-py strips NOAUTH, WRONGPASS, ... off
+    if isinstance(code, str) and code and not reason.startswith(code):
+        reason = f"{code} {reason}"
+    if not isinstance(exc, AUTHENTICATION_ERRORS) and not (
+        isinstance(exc, redis.exceptions.ResponseError)
+        and (
+            reason.startswith(("NOAUTH", "WRONGPASS"))
+            or ("HELLO" in reason and "auth" in reason.lower())
+        )
+    ):
+        return None
+    # HELLO's refusal goes on to explain RESP3's HELLO AUTH: keep its gist.
+    reason = reason.partition(", otherwise")[0]
+    redis_at = f"Redis at {description}" if description else "Redis"
+    if "without any password configured" in reason or "no password is set" in reason:
+        return f"{redis_at} has no password ({reason}); take the password out of the URL"
+    return (
+        f"{redis_at} refused the credentials ({reason}); put the password, and the ACL "
+        f"user if there is one, in the URL: {_url_with_credentials(description)}"
+    )
+
+
+def _url_with_credentials(description: str | None) -> str:
+    scheme, separator, rest = (description or "").partition("://")
+    if separator and scheme in ("redis", "rediss"):
+        return f"{scheme}://user:password@{rest}"
+    return "redis://user:password@host:port/0"
+
+
+def one_line(exc: BaseException) -> str:
+    """``str(exc)`` with every run of whitespace (newlines too) made one space."""
+    return " ".join(str(exc).split())
 
 
 def describe(client: redis.Redis) -> str:
@@ -79,15 +193,46 @@ def describe(client: redis.Redis) -> str:
     return f"{scheme}://{host}:{port}/{db}"
 
 
+class Restorations:
+    """
+    Notices subscriptions restored behind the subscriber's back.
+
+    ``subscribe()`` reads its own confirmations, so a confirmation that
+    arrives later was asked for by someone else: redis-py, reconnecting and
+    subscribing again by itself after the server closed the connection
+    (``CLIENT KILL``, an output-buffer limit, a proxy), or after the process
+    was paused across a restart. Messages published in between are lost on
+    this connection, so this is a reconnect like any other.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[str] = set()
+
+    def confirmed(self, name: str, wanted: set[str]) -> None:
+        """A confirmation for ``name``; raise ``Resubscribed`` if it starts a restoration."""
+        if name in self._pending:
+            # The rest of a restoration already reported.
+            self._pending.discard(name)
+            return
+        self._pending = wanted - {name}
+        raise Resubscribed(
+            "the subscribed connection was closed and restored (the server closed it, or it "
+            "broke while this process was paused); messages sent meanwhile were not received"
+        )
+
+
 class RedisSubscription(Subscription):
     """A redis-py ``PubSub`` used by one listener thread."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, description: str | None = None) -> None:
         self._client = client
+        #: The transport's description, for error messages (no credentials).
+        self.description = description
         self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         self._channels: set[str] = set()
         self._patterns: set[str] = set()
         self._early: list[dict[str, Any]] = []
+        self._restored = Restorations()
         self.last_activity = time.monotonic()
 
     def subscribe(self, channels: Collection[str]) -> None:
@@ -135,7 +280,7 @@ class RedisSubscription(Subscription):
         if not gone:
             return
         self._channels.difference_update(gone)
-        with translated():
+        with translated(self.description):
             self._pubsub.unsubscribe(*gone)
 
     def get(self, timeout: float) -> tuple[str, bytes] | None:
@@ -147,18 +292,22 @@ class RedisSubscription(Subscription):
         if message is None:
             return None
         self.last_activity = time.monotonic()
-        if message["type"] in ("message", "pmessage"):
+        kind = message["type"]
+        if kind in ("message", "pmessage"):
             return text(message["channel"]), message["data"]
+        if kind in ("subscribe", "psubscribe"):
+            self._restored.confirmed(text(message["channel"]), self._channels | self._patterns)
         return None
 
     def ping(self) -> None:
-        with translated():
+        with translated(self.description):
             self._pubsub.ping()
 
     def reconnect(self) -> None:
         self.close()
         self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
         self._early.clear()
+        self._restored = Restorations()
         if self._channels:
             self._subscribe(sorted(self._channels))
         if self._patterns:
@@ -217,48 +366,75 @@ class RedisTransport(Transport):
         self._pid = os.getpid()
 
     def publish(self, channel: str, data: bytes) -> int:
-        with translated():
+        with translated(self.description):
             return int(self.client.publish(channel, data))
 
     def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
         if log is None and len(items) == 1:
             self.publish(items[0].channel, items[0].data)
             return
-        with translated():
+        with translated(self.description):
             pipe = self.client.pipeline(transaction=False)
             queue_publish(pipe, items, log)
             pipe.execute()
 
     def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
         start = f"({after}" if after else "-"
-        with translated():
+        with translated(self.description):
             entries: Any = self.client.xrange(log.key, min=start, max="+", count=count)
         return [log_entry(position, fields) for position, fields in entries]
 
     def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
         end = f"({before}" if before else "+"
-        with translated():
+        with translated(self.description):
             entries: Any = self.client.xrevrange(log.key, max=end, min="-", count=count)
         return [log_entry(position, fields) for position, fields in entries]
 
     def get_value(self, key: str) -> str | None:
-        with translated():
+        with translated(self.description):
             value = self.client.get(key)
         return None if value is None else text(value)
 
     def set_value(self, key: str, value: str) -> None:
-        with translated():
+        with translated(self.description):
             self.client.set(key, value)
 
-    def claim(self, key: str, ttl_seconds: float) -> bool:
-        with translated():
-            return bool(self.client.set(key, b"1", nx=True, px=max(1, int(ttl_seconds * 1000))))
+    def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_claim(pipe, key, ttl_seconds, leases)
+            return bool(pipe.execute()[0])
+
+    def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_renew(pipe, keys, ttl_seconds, leases)
+            pipe.execute()
+
+    def finish(self, key: str, value: str, ttl_seconds: float, leases: str) -> None:
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_finish(pipe, key, value, ttl_seconds, leases)
+            pipe.execute()
+
+    def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        with translated(self.description):
+            return texts(self.client.mget(keys))
+
+    def overdue(self, leases: str, before: float, count: int) -> list[str]:
+        with translated(self.description):
+            keys: Any = self.client.zrangebyscore(leases, "-inf", before, start=0, num=count)
+        return [text(key) for key in keys]
+
+    def discard(self, leases: str, key: str) -> bool:
+        with translated(self.description):
+            return bool(self.client.zrem(leases, key))
 
     def subscription(self) -> RedisSubscription:
-        return RedisSubscription(self.client)
+        return RedisSubscription(self.client, self.description)
 
     def check(self) -> None:
-        with translated():
+        with translated(self.description, reaching=True):
             self.client.ping()
 
     def after_fork(self) -> None:
