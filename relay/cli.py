@@ -50,7 +50,11 @@ def _connect(url: str, namespace: str, secret: str | None = None, **options: Any
         bridge.transport.check()
     except TransportError as exc:
         bridge.close()
-        raise UsageError(f"cannot reach Redis at {bridge.transport.description}: {exc}") from None
+        # The transport's own message names the Redis ("cannot reach Redis at
+        # ...", "Redis at ... refused the credentials ..."); say which if not.
+        where = bridge.transport.description
+        message = str(exc) if where in str(exc) else f"cannot reach Redis at {where}: {exc}"
+        raise UsageError(message) from None
     return bridge
 
 

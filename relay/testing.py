@@ -8,6 +8,9 @@ never touch a shared server::
     with RedisServer() as server:
         bridge = Relay(server.url, namespace="test")
 
+    with RedisServer(password="s3cret") as server:  # requirepass
+        bridge = Relay(server.url, namespace="test")  # the URL has the password
+
 ``FaultyProxy`` sits between the code under test and that server, and can
 black-hole, reset or refuse its connections::
 
@@ -30,7 +33,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 __all__ = ["FaultyProxy", "RedisServer", "RedisServerUnavailable", "free_port"]
@@ -67,6 +71,16 @@ class RedisServer:
             across ``restart()``, so data survives even the ``kill`` that
             ``stop()`` does. Off by default (nothing saved: a restart empties
             the server).
+
+        password
+            Run with ``--requirepass``: clients must authenticate (as the
+            ``default`` user) with this password. ``url`` then includes it;
+            ``url_without_password`` does not. None (the default): no password.
+
+        args
+            Extra ``redis-server`` command-line arguments, such as
+            ``["--client-output-buffer-limit", "pubsub 256kb 64kb 1"]``, given
+            after relay's own (so they take precedence) on every start.
     """
 
     def __init__(
@@ -75,6 +89,8 @@ class RedisServer:
         port: int | None = None,
         *,
         appendonly: bool = False,
+        password: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
@@ -85,22 +101,39 @@ class RedisServer:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.appendonly = appendonly
+        if password is not None and not password:
+            raise ValueError("password must not be empty (None for no password)")
+        self.password = password
+        if isinstance(args, str) or not all(isinstance(arg, str) for arg in args):
+            raise TypeError("args must be a sequence of strings, such as ['--maxclients', '50']")
+        self.args: tuple[str, ...] = tuple(args)
         self._dir = tempfile.mkdtemp(prefix="relay-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """A Redis URL (database 0) for this server, with its password if it has one."""
+        if self.password is None:
+            return self.url_without_password
+        password = urllib.parse.quote(self.password, safe="")
+        return f"redis://:{password}@{self.host}:{self.port}/0"
+
+    @property
+    def url_without_password(self) -> str:
+        """The Redis URL (database 0) for this server, without any password."""
         return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
         if self._process is not None and self._process.poll() is None:
             return self
-        persistence = (
+        options = (
             ["--appendonly", "yes", "--appendfsync", "always"]
             if self.appendonly
             else ["--appendonly", "no"]
         )
+        if self.password is not None:
+            options += ["--requirepass", self.password]
         self._process = subprocess.Popen(
             [
                 self.binary,
@@ -110,11 +143,12 @@ class RedisServer:
                 self.host,
                 "--save",
                 "",
-                *persistence,
+                *options,
                 "--dir",
                 self._dir,
                 "--logfile",
                 os.path.join(self._dir, "redis.log"),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -133,13 +167,28 @@ class RedisServer:
         raise RedisServerUnavailable(f"redis-server did not answer on port {self.port}")
 
     def ping(self) -> bool:
-        """True if the server answers PING right now."""
+        """
+        True if the server answers PING right now (after accepting AUTH with
+        the password, if it has one).
+        """
+        request = b"PING\r\n"
+        replies = 1
+        if self.password is not None:
+            request = _command(b"AUTH", self.password.encode()) + request
+            replies = 2
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(request)
+                received = b""
+                while received.count(b"\r\n") < replies:
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        return False
+                    received += chunk
         except OSError:
             return False
+        answers = received.split(b"\r\n")[:replies]  # +OK to AUTH, then +PONG
+        return all(answer.startswith(b"+") for answer in answers) and answers[-1] == b"+PONG"
 
     def stop(self) -> None:
         """Kill the server (as a crash would: nothing is flushed)."""
@@ -178,6 +227,14 @@ _JOIN_TIMEOUT = 5.0
 proxy thread to carry it out."""
 
 _CONNECT_ERRORS_PENDING = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN}
+
+
+def _command(*arguments: bytes) -> bytes:
+    """A Redis command in RESP (so that any bytes may be in its arguments)."""
+    parts = [b"*%d\r\n" % len(arguments)]
+    for argument in arguments:
+        parts.append(b"$%d\r\n%s\r\n" % (len(argument), argument))
+    return b"".join(parts)
 
 
 def _reset(sock: socket.socket) -> None:

@@ -5,8 +5,32 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from relay.testing import RedisServer, RedisServerUnavailable
+
+# Hypothesis profiles. "ci", loaded when $CI is set and not empty (.ci/run sets
+# it): every run draws the same examples (derandomize), keeps no example
+# database, has no deadline and no too_slow health check (a loaded machine is
+# slow, not wrong), and prints the blob that reproduces a failure. "dev" (the
+# defaults) otherwise: random examples, failures remembered in .hypothesis/.
+# $CI alone decides, not Hypothesis' own guess from other CI variables; set
+# HYPOTHESIS_PROFILE to pick a profile by name. Loaded here, before any test
+# module is imported, so that each @settings(...) in the tests inherits from
+# the profile whatever it does not set itself (none sets derandomize or
+# database: test_hypothesis_profile.py checks it).
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", settings.get_profile("default"))
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 def _redis_required() -> bool:
@@ -62,11 +86,12 @@ class ExternalRedis(RedisServer):
     """A server started outside the test session (by CI); it is never stopped here."""
 
     def __init__(self, url: str) -> None:
-        from urllib.parse import urlsplit
+        from urllib.parse import unquote, urlsplit
 
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 6379
+        self.password = unquote(parts.password) if parts.password else None
         self._url = url
         self._process = None
 
@@ -105,5 +130,4 @@ def _close_bridges() -> Iterator[None]:
             bridge._forget()
     # Each test stands for fresh processes: forget the ids and sequence
     # numbers this one saw.
-    origin.seen.forget_all()
-    origin.received.forget_all()
+    origin.accepted.forget_all()

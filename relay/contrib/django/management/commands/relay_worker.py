@@ -60,9 +60,14 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django has no type hints
         try:
             runtime.run()
         except TransportError as exc:
-            raise CommandError(
-                f"relay_worker cannot reach Redis at {bridge.transport.description}: {exc}"
-            ) from exc
+            # The transport's message may name the Redis already ("cannot reach
+            # Redis at ...", "Redis at ... refused the credentials ...").
+            message = str(exc)
+            where = bridge.transport.description
+            if where not in message:
+                message = f"cannot reach Redis at {where}: {message}"
+            joint = " " if message.startswith("cannot reach") else ": "
+            raise CommandError(f"relay_worker{joint}{message}") from exc
 
     def _setup_logging(self, verbosity: int) -> None:
         """Log relay's lines on stderr, at a level from ``--verbosity``."""
