@@ -25,7 +25,7 @@ from relay.transport.redis import (
     Restorations,
     describe,
     log_entry,
-    queue_claim,
+    milliseconds,
     queue_finish,
     queue_publish,
     queue_renew,
@@ -205,9 +205,11 @@ class AsyncRedisTransport(AsyncTransport):
 
     async def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
         with translated(self.description):
-            pipe = self.client.pipeline(transaction=False)
-            queue_claim(pipe, key, ttl_seconds, leases)
-            return bool((await pipe.execute())[0])
+            client = self.client
+            won = bool(await client.set(key, b"run", nx=True, px=milliseconds(ttl_seconds)))
+            if won and leases is not None:
+                await client.zadd(leases, {key: time.time() + ttl_seconds})
+        return won
 
     async def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
         with translated(self.description):

@@ -148,8 +148,8 @@ class Transport(ABC):
     def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
         """
         Atomically create ``key`` for ``ttl_seconds``; False if it exists
-        already. With ``leases``, also record ``key`` there (a sorted set),
-        due at the end of the claim, unless it is recorded already.
+        already. With ``leases``, a claim won is also recorded there (a
+        sorted set), due at the end of the claim.
         """
 
     @abstractmethod

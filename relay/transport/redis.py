@@ -58,10 +58,6 @@ def milliseconds(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def queue_claim(pipe: Any, key: str, ttl_seconds: float, leases: str | None) -> None:
-    pipe.set(key, b"run", nx=True, px=milliseconds(ttl_seconds))
-    if leases is not None:
-        pipe.zadd(leases, {key: time.time() + ttl_seconds}, nx=True)
 
 
 def queue_renew(pipe: Any, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
@@ -401,9 +397,10 @@ class RedisTransport(Transport):
 
     def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
         with translated(self.description):
-            pipe = self.client.pipeline(transaction=False)
-            queue_claim(pipe, key, ttl_seconds, leases)
-            return bool(pipe.execute()[0])
+            won = bool(self.client.set(key, b"run", nx=True, px=milliseconds(ttl_seconds)))
+            if won and leases is not None:
+                self.client.zadd(leases, {key: time.time() + ttl_seconds})
+        return won
 
     def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
         with translated(self.description):
