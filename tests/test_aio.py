@@ -812,3 +812,110 @@ def test_stop_and_close_after_the_loop_ended_without_stop(redis_url: str, namesp
         await again.close()
 
     run(restart_then_close())
+
+
+def test_redis_closing_the_subscriber_is_a_reconnect_and_durable_catches_up(
+    private_redis: RedisServer, namespace: str
+) -> None:
+    """CLIENT KILL while a receiver is busy: redis.asyncio resubscribes by itself."""
+    got: list[int] = []
+    events: list[str] = []
+    busy = asyncio.Event()
+    release = asyncio.Event()
+    transport = RedisTransport(private_redis.url)
+    log = Log(f"relay:{namespace}:log", 1000)
+    started = time.time()
+
+    def publish(seq: int) -> None:
+        data = wire.encode_frame(
+            [(os.urandom(16), FOREIGN, seq, "aio.kill", None, time.time(),
+              wire.encode_kwargs({"n": seq}))],
+            started_at=started,
+        )
+        item = Outgoing(channel_for(namespace, "aio.kill"), data, "", FOREIGN, seq)
+        transport.publish_many([item], log)
+
+    async def receive(sender: Any, n: int, **kwargs: Any) -> None:
+        got.append(n)
+        if n == 2:
+            busy.set()
+            await release.wait()
+
+    async def main() -> dict[str, int]:
+        sig = Signal(name="aio.kill")
+        sig.connect(receive, weak=False)
+        direct = redis.asyncio.Redis.from_url(private_redis.url)
+        with (
+            disconnected.connected_to(lambda sender, **kw: events.append("disconnected")),
+            reconnected.connected_to(lambda sender, **kw: events.append("reconnected")),
+        ):
+            async with AsyncRelay(
+                private_redis.url, namespace=namespace, durable=True, backoff=Fast()
+            ) as bridge:
+                bridge.register(sig)
+                assert await bridge.subscribed()
+                publish(1)
+                publish(2)
+                await asyncio.wait_for(busy.wait(), 20)
+                assert await direct.client_kill_filter(_type="pubsub") == 1
+                publish(3)  # nobody subscribed: lost on the wire, in the log
+                release.set()
+                await eventually(lambda: bridge.stats()["reconnects"] == 1)
+                publish(4)
+                await eventually(lambda: 4 in got)
+                stats = bridge.stats()
+        await direct.aclose()
+        return stats
+
+    stats = run(main())
+    transport.close()
+    assert got == [1, 2, 3, 4]
+    assert events == ["disconnected", "reconnected"]
+    assert (stats["disconnects"], stats["replayed"], stats["gaps"]) == (1, 1, 0)
+
+
+def test_concurrent_senders_of_an_asyncio_process_never_make_a_gap(
+    redis_url: str, namespace: str
+) -> None:
+    """asend on the loop and send from worker threads, sync and async modes, with refusals."""
+    for mode in ("async", "sync"):
+        name = f"aio.concurrent.{mode}"
+        pubsub = redis.Redis.from_url(redis_url).pubsub()
+        pubsub.subscribe(channel_for(namespace, name))
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+
+        async def main() -> None:
+            sig = Signal(name=name)
+            async with AsyncRelay(redis_url, namespace=namespace, publish=mode) as bridge:
+                bridge.register(sig)
+
+                def from_thread(first: int) -> None:
+                    for n in range(first, first + 200):
+                        sig.send(None, n=n)
+                        if n % 50 == 0:
+                            with pytest.raises(TypeError):
+                                sig.send(None, n=object())  # refused: takes no number
+
+                threads = [threading.Thread(target=from_thread, args=(k * 1000,)) for k in (1, 2)]
+                for thread in threads:
+                    thread.start()
+                for n in range(200):
+                    await sig.asend(None, n=n)
+                    if n % 50 == 0:
+                        with pytest.raises(TypeError):
+                            await sig.asend(None, n=object())
+                for thread in threads:
+                    await asyncio.get_running_loop().run_in_executor(None, thread.join)
+                assert await bridge.flush(20)
+
+        run(main())
+        heard: list[tuple[int, int]] = []
+        deadline = time.monotonic() + 20
+        while len(heard) < 600 and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+            if message and message["type"] == "message":
+                heard.extend((m.seq, m.kwargs["n"]) for m in wire.decode_frame(message["data"]))
+        pubsub.close()
+        assert sorted(n for _, n in heard) == [*range(200), *range(1000, 1200), *range(2000, 2200)]
+        # Numbered in the order the channel carries them: no holes, no reordering.
+        assert [seq for seq, _ in heard] == list(range(1, 601))
