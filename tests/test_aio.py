@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 import redis
@@ -878,13 +878,14 @@ def test_concurrent_senders_of_an_asyncio_process_never_make_a_gap(
     redis_url: str, namespace: str
 ) -> None:
     """asend on the loop and send from worker threads, sync and async modes, with refusals."""
-    for mode in ("async", "sync"):
+    modes: tuple[Literal["async", "sync"], ...] = ("async", "sync")
+    for mode in modes:
         name = f"aio.concurrent.{mode}"
         pubsub = redis.Redis.from_url(redis_url).pubsub()
         pubsub.subscribe(channel_for(namespace, name))
         assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
 
-        async def main() -> None:
+        async def main(name: str, mode: Literal["async", "sync"]) -> None:
             sig = Signal(name=name)
             async with AsyncRelay(redis_url, namespace=namespace, publish=mode) as bridge:
                 bridge.register(sig)
@@ -908,7 +909,7 @@ def test_concurrent_senders_of_an_asyncio_process_never_make_a_gap(
                     await asyncio.get_running_loop().run_in_executor(None, thread.join)
                 assert await bridge.flush(20)
 
-        run(main())
+        run(main(name, mode))
         heard: list[tuple[int, int]] = []
         deadline = time.monotonic() + 20
         while len(heard) < 600 and time.monotonic() < deadline:
