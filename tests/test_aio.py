@@ -920,3 +920,19 @@ def test_concurrent_senders_of_an_asyncio_process_never_make_a_gap(
         assert sorted(n for _, n in heard) == [*range(200), *range(1000, 1200), *range(2000, 2200)]
         # Numbered in the order the channel carries them: no holes, no reordering.
         assert [seq for seq, _ in heard] == list(range(1, 601))
+
+
+def test_start_checks_redis_in_a_process_that_only_sends(namespace: str) -> None:
+    from relay.testing import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def scenario() -> None:
+        bridge = AsyncRelay(url, namespace=namespace, socket_connect_timeout=1)
+        bridge.register(Signal(name="a.send-only"))  # nothing to subscribe to
+        with pytest.raises(TransportError, match=f"cannot reach Redis at {url}"):
+            await bridge.start()
+        assert not bridge.running
+        await bridge.close()
+
+    run(scenario())

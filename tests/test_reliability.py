@@ -508,3 +508,62 @@ def test_once_lease_must_fit_in_once_ttl(client: fakeredis.FakeRedis) -> None:
         make_bridge(client, once_lease=10, once_ttl=5)
     with pytest.raises(ValueError, match="once_lease"):
         make_bridge(client, once_lease=0)
+
+
+# -- frames, start, names ------------------------------------------------------------
+
+
+def test_batched_frames_stay_under_max_frame_size_and_a_large_message_goes_alone(
+    client: fakeredis.FakeRedis,
+) -> None:
+    from relay.bridge import DEFAULT_MAX_FRAME_SIZE
+
+    pubsub = client.pubsub()
+    pubsub.subscribe(channel_for("ns", "a.b"))
+    bridge = make_bridge(client)
+    sig = bridge.register(Signal(name="a.b"))
+    assert bridge.max_frame_size == DEFAULT_MAX_FRAME_SIZE == 64 * 1024
+    # Queued before start, so the publisher packs them together.
+    for n in range(300):
+        sig.send(None, n=n, payload=b"x" * 2048)
+    sig.send(None, n=300, payload=b"y" * 200_000)  # one message larger than a frame
+    sig.send(None, n=301)
+    with bridge:
+        assert bridge.flush(10)
+    sizes: list[int] = []
+    numbers: list[int] = []
+    deadline = time.monotonic() + 10
+    while len(numbers) < 302 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+        if message and message["type"] == "message":
+            sizes.append(len(message["data"]))
+            numbers.extend(m.kwargs["n"] for m in wire.decode_frame(message["data"]))
+    assert numbers == list(range(302))
+    big = sizes.index(max(sizes))
+    assert max(sizes[:big] + sizes[big + 1 :]) <= 64 * 1024
+    assert len(sizes) >= 300 * 2048 // (64 * 1024) + 2  # really batched, and split
+    assert sizes[big] > 200_000
+    with pytest.raises(ValueError, match="max_frame_size"):
+        make_bridge(client, max_frame_size=100)
+
+
+def test_start_checks_redis_in_a_process_that_only_sends() -> None:
+    from relay.testing import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    bridge = Relay(url, namespace="ns", socket_connect_timeout=1)
+    bridge.register(Signal(name="send.only"))  # no receivers: nothing to subscribe
+    with pytest.raises(TransportError, match=f"cannot reach Redis at {url}"):
+        bridge.start()
+    assert not bridge.running
+    bridge.close()
+
+
+def test_the_built_in_signals_can_be_imported_from_relay() -> None:
+    import relay
+    import relay.bridge
+
+    assert relay.gap is relay.bridge.gap
+    assert relay.disconnected is relay.bridge.disconnected
+    assert relay.reconnected is relay.bridge.reconnected
+    assert {"gap", "disconnected", "reconnected"} <= set(relay.__all__)
