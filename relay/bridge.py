@@ -809,16 +809,21 @@ class _Bridge:
         ``published`` messages handed to Redis; ``publish_errors`` failed
         publish attempts; ``dropped`` messages never published (queue full,
         stopped while Redis was away); ``received`` messages from other
-        processes; ``fired`` receiver calls for them; ``duplicates`` messages
-        received again and ignored; ``rejected`` frames or messages that did
-        not decode, were malformed, unsigned, badly signed or too old;
+        processes, live; ``fired`` receiver calls for them; ``duplicates``
+        messages received again and ignored (also live copies of messages
+        already fired from the durable log); ``rejected`` frames or messages
+        that did not decode, were malformed, unsigned, badly signed, outside
+        the replay window or older than the anti-replay window;
         ``receiver_errors`` exceptions raised by receivers fired for remote
         sends; ``listener_errors`` unexpected errors the listener survived;
-        ``disconnects`` and ``reconnects`` of the listener; ``gaps`` jumps in
-        another process's sequence numbers and ``missed`` the messages they
-        skipped; ``replayed`` messages fired from the durable log;
-        ``once_skipped`` ``scope="once"`` runs another process claimed first
-        and ``once_errors`` claims that could not be made.
+        ``disconnects`` and ``reconnects`` of the listener, also those the
+        Redis client hid; ``gaps`` losses in another process's sequence
+        numbers and ``missed`` the messages they lost; ``replayed`` messages
+        fired from the durable log; ``once_skipped`` ``scope="once"`` runs
+        another process claimed first, ``once_retried`` runs taken over here
+        after their process died, ``once_lost`` runs whose process died with
+        nobody left to take them over, and ``once_errors`` claims that could
+        not be made or marked done.
         """
         return self._stats.snapshot()
 
