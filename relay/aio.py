@@ -18,25 +18,24 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from relay import wire
+from relay import ops, wire
 from relay._async import run_parallel
-from relay.bridge import (
+from relay.core import (
     _DEFERRED,
     _MAX_BATCH,
     _POLL_SECONDS,
     _T,
-    _Bridge,
+    Bridge,
     _current_message,
     _has_once_receivers,
     _Item,
-    _Op,
     _Prepared,
     _remote_calls,
     _RemoteCall,
-    _Steps,
     _Won,
     gap,
 )
+from relay.ops import Steps as _Steps
 from relay.signals import Signal
 from relay.transport.base import AsyncSubscription, AsyncTransport, TransportError
 
@@ -53,7 +52,7 @@ _LOOP_CLOSED = (
 logger = logging.getLogger("relay.bridge")
 
 
-class AsyncRelay(_Bridge):
+class AsyncRelay(Bridge):
     """
     A bridge for asyncio programs: sends on registered signals reach every
     other process on the namespace, threaded or asyncio, through Redis pub/sub.
@@ -500,26 +499,27 @@ class AsyncRelay(_Bridge):
             except Exception as exc:
                 error = exc
 
-    async def _perform(self, op: _Op) -> Any:
-        kind = op[0]
-        if kind == "transport":
-            return await getattr(self.transport, op[1])(*op[2:])
-        if kind == "handle":
-            return await self._handle(op[1], op[2], replay=True)
-        if kind in ("wait", "publisher_wait"):
-            return await self._wait_for_stop(op[1])
-        if kind == "stopping":
-            return self._stop_requested is not None and self._stop_requested.is_set()
-        if kind == "reconnect":
-            return await op[1].reconnect()
-        if kind == "send":
-            return await op[1].asend_robust(self, **op[2])
-        if kind == "run_once":
-            signal, message, call, claim = op[1:]
-            won = _Won([], [], [])
-            won.add(call, claim)
-            return await self._run_message(signal, message, won.sync, won.asynchronous, won.claims)
-        raise AssertionError(f"unknown operation {kind!r}")
+    async def _perform(self, op: ops.Op) -> Any:
+        match op:
+            case ops.Call(method, args):
+                return await getattr(self.transport, method)(*args)
+            case ops.Handle(channel, data):
+                return await self._handle(channel, data, replay=True)
+            case ops.Wait(seconds) | ops.PublisherWait(seconds):
+                return await self._wait_for_stop(seconds)
+            case ops.Stopping():
+                return self._stop_requested is not None and self._stop_requested.is_set()
+            case ops.Reconnect(subscription):
+                return await subscription.reconnect()
+            case ops.Send(signal, kwargs):
+                return await signal.asend_robust(self, **kwargs)
+            case ops.RunOnce(signal, message, call, claim):
+                won = _Won([], [], [])
+                won.add(call, claim)
+                return await self._run_message(
+                    signal, message, won.sync, won.asynchronous, won.claims
+                )
+        raise AssertionError(f"unknown operation {op!r}")
 
     async def _handle(self, channel: str, data: bytes, replay: bool = False) -> int:
         """Decode a frame and fire its messages; return how many were fired."""

@@ -120,7 +120,8 @@ def _close_bridges() -> Iterator[None]:
     """Close every bridge a test left open, so names never leak between tests."""
     yield
     from relay import origin
-    from relay.bridge import Relay, _open_bridges
+    from relay.bridge import Relay
+    from relay.core import _open_bridges
 
     for bridge in list(_open_bridges):
         if isinstance(bridge, Relay):
