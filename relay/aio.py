@@ -74,6 +74,7 @@ class AsyncRelay(Bridge):
     """
 
     transport: AsyncTransport
+    _asynchronous = True
 
     def _setup(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,15 +95,6 @@ class AsyncRelay(Bridge):
         self._wakeup: asyncio.Event | None = None
         self._progress: asyncio.Event | None = None
         self._stop_requested: asyncio.Event | None = None
-
-    def _make_transport(
-        self, url: str | None, client: Any, options: dict[str, Any]
-    ) -> AsyncTransport:
-        from relay.transport.aioredis import AsyncRedisTransport
-
-        if client is not None and url is None:
-            return AsyncRedisTransport(client=client)
-        return AsyncRedisTransport(url, client=client, **options)
 
     # -- lifecycle ----------------------------------------------------------
 

@@ -198,13 +198,6 @@ class Relay(Bridge):
         self._keeper: threading.Thread | None = None
         self._keeper_stop = threading.Event()
 
-    def _make_transport(self, url: str | None, client: Any, options: dict[str, Any]) -> Transport:
-        from relay.transport.redis import RedisTransport
-
-        if client is not None and url is None:
-            return RedisTransport(client=client)
-        return RedisTransport(url, client=client, **options)
-
     def _subscribe(self, channel: str) -> None:
         # Caller holds self._lock.
         self._subscribed.add(channel)

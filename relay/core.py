@@ -28,7 +28,12 @@ from relay import ops, origin, wire
 from relay.naming import class_named, sender_name
 from relay.ops import Steps as _Steps
 from relay.signals import Registration, Signal, once_name
+from relay.transport import registry
 from relay.transport.base import (
+    AsyncClaims,
+    AsyncDurableLog,
+    Claims,
+    DurableLog,
     Log,
     LogEntry,
     Outgoing,
@@ -238,6 +243,10 @@ class _Outbox:
 
     async def ahand_off(self, prepared: _Prepared) -> None:
         await self.bridge._ahand_off(prepared)
+
+    def check_scope(self, scope: str | None) -> None:
+        if scope == "once":
+            self.bridge._check_claims(f"signal {self.name!r}")
 
     def receiver_connected(self, registration: Registration) -> None:
         self.bridge._receiver_connected(self, registration)
@@ -486,6 +495,17 @@ class Bridge:
             transport = self._make_transport(url, client, redis_options)
         elif url is not None or client is not None:
             raise TypeError("pass only one of url, client= and transport=")
+        if durable and not isinstance(transport, (DurableLog, AsyncDurableLog)):
+            raise TypeError(
+                f"durable=True needs a transport with a durable log, and "
+                f"{type(transport).__qualname__} ({transport.description}) has none; "
+                "use durable=False or a broker that keeps a log (Redis)"
+            )
+        if max_message_size > transport.max_payload:
+            raise ValueError(
+                f"max_message_size={max_message_size} is over the largest payload the broker "
+                f"takes ({transport.max_payload} bytes)"
+            )
         self.transport = transport
         self.publish_mode = publish
         self.max_queue = max_queue
@@ -562,8 +582,22 @@ class Bridge:
         # What follows the array header in every frame of this origin, with or without a header.
         self._origin_mark = self._frame_prefix[1:]
 
+    #: True for a bridge that drives an ``AsyncTransport``.
+    _asynchronous = False
+
     def _make_transport(self, url: str | None, client: Any, options: dict[str, Any]) -> Any:
-        raise NotImplementedError
+        return registry.transport_for(
+            url, client, asynchronous=self._asynchronous, options=options
+        )
+
+    def _check_claims(self, what: str) -> None:
+        """Raise unless the transport can claim (``scope="once"`` receivers need it)."""
+        if not isinstance(self.transport, (Claims, AsyncClaims)):
+            raise TypeError(
+                f"{what}: scope='once' needs a transport with claims, and "
+                f"{type(self.transport).__qualname__} ({self.transport.description}) has none; "
+                "use a scope of 'all' or 'local', or a broker that can claim (Redis)"
+            )
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
@@ -634,6 +668,8 @@ class Bridge:
                         f"signal {name!r} is already registered to a different Signal object "
                         f"on namespace {self.namespace!r}; register each name once"
                     )
+            if _has_once_receivers(signal):
+                self._check_claims(f"signal {name!r} has scope='once' receivers")
             if signal.default_scope != scope and signal._outboxes:
                 raise ValueError(
                     f"signal {name!r} is already registered with scope="

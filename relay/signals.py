@@ -170,8 +170,9 @@ class Outbox(Protocol):
     ``prepare`` runs before any receiver: it validates and encodes the send and
     raises if that is impossible. What it returns goes to ``hand_off`` once
     the local receivers have run (``ahand_off`` after ``asend``, which must
-    not block the event loop). ``receiver_connected`` hears of every new
-    registration.
+    not block the event loop). ``check_scope`` may refuse a receiver before it
+    is connected, with an error saying why; ``receiver_connected`` hears of
+    every new registration.
     """
 
     namespace: str
@@ -181,6 +182,8 @@ class Outbox(Protocol):
     def hand_off(self, prepared: Any) -> None: ...
 
     async def ahand_off(self, prepared: Any) -> None: ...
+
+    def check_scope(self, scope: str | None) -> None: ...
 
     def receiver_connected(self, registration: Registration) -> None: ...
 
@@ -311,6 +314,8 @@ class Signal:
                 f"scope='once' needs a dispatch_uid, or a receiver defined at module level "
                 f"(its dotted name is its identity across processes), not {receiver!r}"
             )
+        for outbox in tuple(self._attached):
+            outbox.check_scope(scope)
         sender_id = _make_id(sender)
         lookup_key = (dispatch_uid if dispatch_uid else _make_id(receiver), sender_id)
         is_async = is_async_callable(receiver)

@@ -21,8 +21,7 @@ from relay import AsyncRelay, Relay, Signal, TransportError, current_message, wi
 from relay.bridge import channel_for, disconnected, gap, reconnected, signing_key
 from relay.testing import FaultyProxy, RedisServer
 from relay.transport import Log, Outgoing
-from relay.transport.aioredis import AsyncRedisTransport
-from relay.transport.redis import RedisTransport
+from relay.transport.redis import AsyncRedisTransport, RedisTransport
 
 pytestmark = pytest.mark.redis
 
@@ -468,7 +467,7 @@ def test_lifecycle_and_argument_errors(redis_url: str, namespace: str) -> None:
             await bridge.start()
 
     run(scenario())
-    with pytest.raises(TypeError, match=r"must be a redis\.asyncio\.Redis"):
+    with pytest.raises(TypeError, match=r"AsyncRelay takes a redis\.asyncio\.Redis"):
         AsyncRelay(client=redis.Redis.from_url(redis_url), namespace=namespace)
     with pytest.raises(TypeError, match="needs a Redis URL"):
         AsyncRelay(namespace=namespace)

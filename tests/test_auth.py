@@ -19,9 +19,8 @@ import redis.exceptions
 
 from relay.testing import RedisServer, RedisServerUnavailable
 from relay.transport import TransportError
-from relay.transport.aioredis import AsyncRedisTransport
 from relay.transport.base import Outgoing
-from relay.transport.redis import RedisTransport, translated
+from relay.transport.redis import AsyncRedisTransport, RedisTransport, translated
 
 # Characters a URL must escape, so that the servers' URLs have to get it right.
 PASSWORD = "s3cret:p@ss/w0rd"

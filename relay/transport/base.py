@@ -1,4 +1,16 @@
-"""The transport seam: what the bridge needs from a broker, and nothing more."""
+"""
+The transport seam: what the bridge needs from a broker, and nothing more.
+
+A broker backend is one module of ``relay.transport`` (see
+``relay.transport.registry``) with a threaded and an asyncio transport. Every
+transport has the required capability, ``Transport`` (``AsyncTransport``):
+publish many payloads, subscribe and unsubscribe, read with a timeout, check
+its health, close, forget its connections after a fork, and say its largest
+payload. The others are optional: ``DurableLog`` (``AsyncDurableLog``) keeps
+a bounded log and cursors for ``durable=True``, and ``Claims``
+(``AsyncClaims``) makes leases for ``scope="once"``. A bridge checks for
+what it needs when it is made, or when a ``scope="once"`` receiver connects.
+"""
 
 from __future__ import annotations
 
@@ -78,9 +90,11 @@ class Subscription(ABC):
     def subscribe(self, channels: Collection[str]) -> None:
         """Subscribe to ``channels``; return once the broker has confirmed."""
 
-    @abstractmethod
     def psubscribe(self, patterns: Collection[str]) -> None:
         """Subscribe to every channel matching the glob ``patterns`` (for monitoring)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot subscribe to channel patterns"
+        )
 
     @abstractmethod
     def unsubscribe(self, channels: Collection[str]) -> None:
@@ -112,21 +126,43 @@ class Subscription(ABC):
 
 
 class Transport(ABC):
-    """A broker connection factory and publisher, safe to share between threads."""
+    """
+    The required capability of a broker: publishing and subscribing. Safe to
+    share between threads.
+    """
 
     #: A short description for logs, without credentials.
     description: str
-
-    @abstractmethod
-    def publish(self, channel: str, data: bytes) -> int:
-        """Publish one payload; return how many subscribers received it."""
+    #: The largest payload, in bytes, the broker accepts.
+    max_payload: int
 
     @abstractmethod
     def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
         """
         Publish several payloads in order, in one round trip where possible;
-        with ``log``, append each to the log first.
+        with ``log`` (only if the transport is a ``DurableLog``), append each
+        to the log first.
         """
+
+    @abstractmethod
+    def subscription(self) -> Subscription:
+        """Open a new subscribed connection (initially subscribed to nothing)."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise ``TransportError`` (naming the broker) unless the broker answers."""
+
+    @abstractmethod
+    def after_fork(self) -> None:
+        """Forget every connection inherited from a parent process."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection this transport opened."""
+
+
+class DurableLog(ABC):
+    """The optional capability ``durable=True`` needs: a bounded log, and cursors."""
 
     @abstractmethod
     def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
@@ -143,6 +179,10 @@ class Transport(ABC):
     @abstractmethod
     def set_value(self, key: str, value: str) -> None:
         """Store ``value`` at ``key``."""
+
+
+class Claims(ABC):
+    """The optional capability ``scope="once"`` needs: atomic claims with leases."""
 
     @abstractmethod
     def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
@@ -171,22 +211,6 @@ class Transport(ABC):
     @abstractmethod
     def discard(self, leases: str, key: str) -> bool:
         """Remove ``key`` from ``leases``; True if this call removed it."""
-
-    @abstractmethod
-    def subscription(self) -> Subscription:
-        """Open a new subscribed connection (initially subscribed to nothing)."""
-
-    @abstractmethod
-    def check(self) -> None:
-        """Raise ``TransportError`` unless the broker answers."""
-
-    @abstractmethod
-    def after_fork(self) -> None:
-        """Forget every connection inherited from a parent process."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Close every connection this transport opened."""
 
 
 class AsyncSubscription(ABC):
@@ -229,50 +253,12 @@ class AsyncTransport(ABC):
 
     #: A short description for logs, without credentials.
     description: str
+    #: The largest payload, in bytes, the broker accepts.
+    max_payload: int
 
     @abstractmethod
     async def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
         """See ``Transport.publish_many``."""
-
-    @abstractmethod
-    async def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
-        """See ``Transport.read_log``."""
-
-    @abstractmethod
-    async def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
-        """See ``Transport.read_log_backwards``."""
-
-    @abstractmethod
-    async def get_value(self, key: str) -> str | None:
-        """See ``Transport.get_value``."""
-
-    @abstractmethod
-    async def set_value(self, key: str, value: str) -> None:
-        """See ``Transport.set_value``."""
-
-    @abstractmethod
-    async def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
-        """See ``Transport.claim``."""
-
-    @abstractmethod
-    async def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
-        """See ``Transport.renew``."""
-
-    @abstractmethod
-    async def finish(self, key: str, value: str, ttl_seconds: float, leases: str) -> None:
-        """See ``Transport.finish``."""
-
-    @abstractmethod
-    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
-        """See ``Transport.get_values``."""
-
-    @abstractmethod
-    async def overdue(self, leases: str, before: float, count: int) -> list[str]:
-        """See ``Transport.overdue``."""
-
-    @abstractmethod
-    async def discard(self, leases: str, key: str) -> bool:
-        """See ``Transport.discard``."""
 
     @abstractmethod
     def subscription(self) -> AsyncSubscription:
@@ -289,3 +275,51 @@ class AsyncTransport(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Close every connection this transport opened."""
+
+
+class AsyncDurableLog(ABC):
+    """``DurableLog`` for asyncio."""
+
+    @abstractmethod
+    async def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
+        """See ``DurableLog.read_log``."""
+
+    @abstractmethod
+    async def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
+        """See ``DurableLog.read_log_backwards``."""
+
+    @abstractmethod
+    async def get_value(self, key: str) -> str | None:
+        """See ``DurableLog.get_value``."""
+
+    @abstractmethod
+    async def set_value(self, key: str, value: str) -> None:
+        """See ``DurableLog.set_value``."""
+
+
+class AsyncClaims(ABC):
+    """``Claims`` for asyncio."""
+
+    @abstractmethod
+    async def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
+        """See ``Claims.claim``."""
+
+    @abstractmethod
+    async def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
+        """See ``Claims.renew``."""
+
+    @abstractmethod
+    async def finish(self, key: str, value: str, ttl_seconds: float, leases: str) -> None:
+        """See ``Claims.finish``."""
+
+    @abstractmethod
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        """See ``Claims.get_values``."""
+
+    @abstractmethod
+    async def overdue(self, leases: str, before: float, count: int) -> list[str]:
+        """See ``Claims.overdue``."""
+
+    @abstractmethod
+    async def discard(self, leases: str, key: str) -> bool:
+        """See ``Claims.discard``."""

@@ -18,6 +18,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from relay.signals import Signal
+from relay.transport.registry import schemes
 
 __all__ = [
     "KEYS",
@@ -32,7 +33,7 @@ __all__ = [
 #: The keys of the ``RELAY`` setting.
 KEYS: Final = ("URL", "NAMESPACE", "SIGNALS", "MODELS", "AUTOSTART", "OPTIONS")
 REQUIRED: Final = ("URL", "NAMESPACE")
-URL_SCHEMES: Final = ("redis", "rediss", "unix")
+URL_SCHEMES: Final = tuple(schemes())
 EXAMPLE_URL: Final = "'redis://127.0.0.1:6379/0'"
 
 #: ``Relay()`` arguments that ``OPTIONS`` may not hold, and what to do instead.
@@ -229,7 +230,8 @@ def parse(raw: object) -> tuple[RelaySettings | None, list[Problem]]:
 def _url(value: object, problems: list[Problem]) -> str | None:
     hint = (
         f"Set RELAY['URL'] to your Redis URL, such as {EXAMPLE_URL}, "
-        "'rediss://user:password@host:6380/0' or 'unix:///run/redis.sock'."
+        "'rediss://user:password@host:6380/0', 'unix:///run/redis.sock' or "
+        "'redis+sentinel://host1:26379,host2:26379/service_name'."
     )
     if value is None:
         problems.append(Problem("relay.E003", "RELAY['URL'] is missing.", hint))
@@ -249,7 +251,8 @@ def _url(value: object, problems: list[Problem]) -> str | None:
         problems.append(
             Problem(
                 "relay.E003",
-                f"RELAY['URL'] must be a redis://, rediss:// or unix:// URL, not one with {shown}.",
+                f"RELAY['URL'] must be a {', '.join(f'{name}://' for name in URL_SCHEMES)} URL, "
+                f"not one with {shown}.",
                 hint,
             )
         )

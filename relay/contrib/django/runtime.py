@@ -237,6 +237,9 @@ class _Autostarter:
     async def ahand_off(self, prepared: None) -> None:
         self.hand_off(prepared)
 
+    def check_scope(self, scope: str | None) -> None:
+        pass
+
     def receiver_connected(self, registration: Registration) -> None:
         pass
 
