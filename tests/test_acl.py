@@ -1,0 +1,64 @@
+"""The README's ACL line is enough for relay, durable mode and once leases, and no more."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from relay import Relay, Signal
+from relay.testing import RedisServer
+
+pytestmark = pytest.mark.redis
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_acl(namespace: str, password: str) -> list[str]:
+    line = re.search(r"^\s*ACL SETUSER shop-relay (.+)$", README.read_text(), re.MULTILINE)
+    assert line is not None, "the README has no ACL SETUSER line"
+    rules = line.group(1).replace("shop", namespace).split()
+    return [f">{password}" if rule.startswith(">") else rule for rule in rules]
+
+
+def test_the_readme_acl_runs_relay_durably_with_once_leases_and_nothing_else(
+    private_redis: RedisServer, namespace: str
+) -> None:
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.execute_command("ACL", "SETUSER", "shop-relay", *readme_acl(namespace, "pw"))
+    url = f"redis://shop-relay:pw@127.0.0.1:{private_redis.port}/0"
+    ran: list[Any] = []
+
+    def job(sender: Any, n: int, **kwargs: Any) -> None:
+        ran.append(n)
+
+    sig = Signal(name="acl.job")
+    sig.connect(job, scope="once", dispatch_uid="acl.job", weak=False)
+    bridge = Relay(url, namespace=namespace, durable=True, worker_id="w1", once_lease=0.5)
+    bridge.register(sig)
+    with bridge:
+        sig.send(None, n=1)  # its own listener claims it
+        deadline = time.monotonic() + 10
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.0)  # a lease check and a reap go by
+        stats = bridge.stats()
+    bridge.close()
+    assert ran == [1]
+    assert (stats["once_errors"], stats["listener_errors"], stats["publish_errors"]) == (0, 0, 0)
+    assert admin.xlen(f"relay:{namespace}:log") == 1
+    # Another namespace is out of reach.
+    user = redis.Redis.from_url(url)
+    for command in (
+        lambda: user.publish(f"relay:{namespace}x:acl.job", b"x"),
+        lambda: user.xadd(f"relay:{namespace}x:log", {"f": b"x"}),
+        lambda: user.set(f"relay:{namespace}x:once:leases", b"x"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            command()
+    user.close()
+    admin.close()
