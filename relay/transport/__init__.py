@@ -1,30 +1,40 @@
 """
-How the bridge reaches a broker: a small interface and its Redis pub/sub implementation.
+How the bridge reaches a broker: the capabilities it needs, and the backends.
 
-The threaded bridge only ever talks to ``Transport`` and ``Subscription``, the
-asyncio bridge to ``AsyncTransport`` and ``AsyncSubscription``; see
-``relay.transport.base``. ``relay.transport.redis`` and
-``relay.transport.aioredis`` are the implementations, on redis-py and
-``redis.asyncio``.
+The threaded bridge only ever talks to ``Transport`` and ``Subscription``
+(plus ``DurableLog`` in durable mode and ``Claims`` for ``scope="once"``), the
+asyncio bridge to their ``Async`` twins; see ``relay.transport.base``.
+``relay.transport.registry`` picks a backend by URL scheme or client:
+``relay.transport.redis`` (one server) and ``relay.transport.sentinel``.
 """
 
 from relay.transport.base import (
+    AsyncClaims,
+    AsyncDurableLog,
     AsyncSubscription,
     AsyncTransport,
+    Claims,
+    DurableLog,
     Log,
     LogEntry,
     Outgoing,
+    Resubscribed,
     Subscription,
     Transport,
     TransportError,
 )
 
 __all__ = [
+    "AsyncClaims",
+    "AsyncDurableLog",
     "AsyncSubscription",
     "AsyncTransport",
+    "Claims",
+    "DurableLog",
     "Log",
     "LogEntry",
     "Outgoing",
+    "Resubscribed",
     "Subscription",
     "Transport",
     "TransportError",
