@@ -55,10 +55,18 @@ _START_ATTEMPTS = 5
 port between the check that it is free and the server's bind)."""
 
 
-def _unavailable(message: str) -> RuntimeError:
-    # relay.testing imports this module, so its exception is looked up late.
-    from relay.testing import RedisServerUnavailable
+class RedisServerUnavailable(RuntimeError):
+    """No ``redis-server`` binary, or it would not start."""
 
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unavailable(message: str) -> RuntimeError:
     return RedisServerUnavailable(message)
 
 
@@ -80,7 +88,6 @@ def _ephemeral_low() -> int:
 
 
 def _free_port(taken: set[int]) -> int:
-    from relay.testing import free_port
 
     for _ in range(100):
         port = free_port()

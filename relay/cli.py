@@ -20,13 +20,10 @@ from typing import Any, NoReturn
 from relay.bridge import Relay
 from relay.signals import Signal
 from relay.transport.base import TransportError
+from relay.usage import UsageError
 
 DEFAULT_NAMESPACE = "relay"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
-
-class UsageError(Exception):
-    """A mistake of the command line or its environment, reported in one line (exit 2)."""
 
 
 def _redis_url(given: str | None) -> str:

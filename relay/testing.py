@@ -57,6 +57,8 @@ from relay._topology import (
     RedisCluster,
     RedisClusterNode,
     RedisSentinels,
+    RedisServerUnavailable,
+    free_port,
     valkey_server_binary,
 )
 
@@ -70,17 +72,6 @@ __all__ = [
     "free_port",
     "valkey_server_binary",
 ]
-
-
-class RedisServerUnavailable(RuntimeError):
-    """No ``redis-server`` binary, or it would not start."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from relay.bridge import Relay, current_message
 from relay.demo import app
 from relay.transport.base import TransportError
+from relay.usage import UsageError
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 TIMEOUT = 60.0
@@ -81,8 +82,6 @@ def choose_broker(redis_url: str | None, embedded: bool) -> Iterator[Broker]:
     try:
         from fakeredis import TcpFakeServer
     except ImportError:
-        from relay.cli import UsageError
-
         raise UsageError(
             "no Redis answers on 127.0.0.1:6379 and the embedded broker needs fakeredis: "
             "pip install 'signal-relay[demo]', or pass --redis-url"
@@ -190,8 +189,6 @@ def run_demo(
             bridge = Relay(broker.url, namespace=namespace)
             bridge.transport.check()
         except (ValueError, TransportError) as exc:
-            from relay.cli import UsageError
-
             raise UsageError(f"cannot use {broker.url}: {exc}") from None
         pongs: set[str] = set()
         reports: dict[str, dict[str, Any]] = {}

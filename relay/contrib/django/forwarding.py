@@ -13,7 +13,7 @@ and their receivers are left as they are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from relay.contrib.django import signals as mirrors
@@ -32,11 +32,18 @@ M2M_ACTIONS: Final = frozenset({"post_add", "post_remove", "post_clear"})
 _UID: Final = "relay.contrib.django.forward"
 
 
-def _deliver(signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
-    """Send a mirror signal (at commit), starting this process's bridge if it autostarts."""
-    from relay.contrib.django import runtime
+def _nothing() -> None:
+    pass
 
-    runtime.autostart()
+
+# Called before each relayed send (see connect_models): the runtime starts the
+# process's bridge there when it autostarts.
+_before_send: Callable[[], None] = _nothing
+
+
+def _deliver(signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
+    """Send a mirror signal (at commit), after the ``before_send`` hook."""
+    _before_send()
     try:
         signal.send_robust(sender=sender, **kwargs)
     except (TypeError, ValueError, TransportError) as exc:
@@ -177,13 +184,24 @@ def through_models(model: Any) -> list[Any]:
     return found
 
 
-def connect_models(models: Iterable[Any]) -> None:
+def connect_models(models: Iterable[Any], before_send: Callable[[], None] = _nothing) -> None:
     """
     Relay the model signals of ``models``: connect the forwarders to Django's
     ``post_save`` and ``post_delete`` for each, and to ``m2m_changed`` for their
     through models. Connecting again does nothing (``dispatch_uid``).
+
+    Arguments:
+
+        models
+            The model classes.
+
+        before_send
+            Called (without arguments) before each relayed send, at commit.
     """
+    global _before_send
     from django.db.models import signals as django_signals
+
+    _before_send = before_send
 
     for model in models:
         label = model._meta.label

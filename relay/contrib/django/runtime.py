@@ -271,7 +271,7 @@ def setup() -> None:
             except ImproperlyConfigured as exc:
                 logger.error("%s", exc)
                 return
-    forwarding.connect_models(parsed.models)
+    forwarding.connect_models(parsed.models, before_send=autostart)
     if parsed.autostart:
         core_signals.request_started.connect(
             _start_on_request, weak=False, dispatch_uid=_AUTOSTART_UID
