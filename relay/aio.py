@@ -34,6 +34,9 @@ from relay.core import (
     _RemoteCall,
     _Won,
     gap,
+    predecessors,
+    start_draining,
+    stop_draining,
 )
 from relay.ops import Steps as _Steps
 from relay.signals import Signal
@@ -207,9 +210,13 @@ class AsyncRelay(Bridge):
             if self._loop is not None and self._loop.is_closed():
                 self._abandon()
                 return False
+            draining = start_draining(self)  # see Relay.stop
             self._running = False
             self._detach_all()
-        flushed = await self._flush(timeout)
+        try:
+            flushed = await self._flush(timeout)
+        finally:
+            stop_draining(self, draining)
         assert self._stop_requested is not None and self._wakeup is not None
         self._stop_requested.set()
         self._wakeup.set()
@@ -351,6 +358,7 @@ class AsyncRelay(Bridge):
         # Numbered and published under one lock, after what plain sends on the
         # loop queued, so that numbers follow the channel.
         async with lock:
+            await self._wait_for_predecessors()
             if self._items:
                 await self._flush(None)
             await self._drive(self._publish_one_steps(prepared[0].number(prepared)))
@@ -381,8 +389,14 @@ class AsyncRelay(Bridge):
             logger.critical("relay publisher task crashed", exc_info=True)
             raise
 
+    async def _wait_for_predecessors(self) -> None:
+        """Wait (without blocking the loop) for other bridges still draining (see core)."""
+        while any(not done.is_set() for done in predecessors(self)):
+            await asyncio.sleep(0.005)
+
     async def _publish(self, batch: list[_Item]) -> None:
         assert self._progress is not None
+        await self._wait_for_predecessors()
         await self._drive(self._publish_steps(batch))
         self._done += len(batch)
         self._progress.set()

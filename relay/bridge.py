@@ -42,8 +42,11 @@ from relay.core import (
     current_message,
     disconnected,
     gap,
+    predecessors,
     reconnected,
     signing_key,
+    start_draining,
+    stop_draining,
 )
 from relay.ops import Steps as _Steps
 from relay.signals import Signal
@@ -160,6 +163,8 @@ class _Publisher:
             raise
 
     def _publish(self, batch: list[_Item]) -> None:
+        for earlier in predecessors(self.bridge):
+            earlier.wait()
         self.bridge._drive(self.bridge._publish_steps(batch))
         with self._cond:
             self._done += len(batch)
@@ -270,11 +275,17 @@ class Relay(Bridge):
         with self._lock:
             if not self._running:
                 return True
+            # Another bridge publishing these signals from now on waits for
+            # what is queued here first.
+            draining = start_draining(self)
             self._running = False
             self._detach_all()
         flushed = True
-        if self.publish_mode == "async":
-            flushed = self._publisher.stop(timeout)
+        try:
+            if self.publish_mode == "async":
+                flushed = self._publisher.stop(timeout)
+        finally:
+            stop_draining(self, draining)
         self._stop_event.set()
         listener = self._listener
         if listener is not None and listener is not threading.current_thread():
@@ -366,6 +377,8 @@ class Relay(Bridge):
             self._publisher.put(prepared)
             return
         outbox = prepared[0]
+        for earlier in predecessors(self):
+            earlier.wait()
         # Numbered and published under one lock, so numbers follow the channel.
         with outbox.numbering.lock:
             self._drive(self._publish_one_steps(outbox.number(prepared)))

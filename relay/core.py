@@ -122,9 +122,41 @@ _open_bridges: weakref.WeakSet[Bridge] = weakref.WeakSet()
 _open_bridges_lock = threading.Lock()
 
 
+# Bridges of this process still publishing what was queued when they stopped,
+# and the event each sets when done, per namespace. Another bridge of the
+# namespace, publishing the same signals with the same numbering after them,
+# waits for them, so that a handover never reorders a channel.
+_draining: dict[str, list[tuple[object, threading.Event]]] = {}
+
+
 def _renew_lock_after_fork() -> None:
     global _open_bridges_lock
     _open_bridges_lock = threading.Lock()
+    _draining.clear()
+
+
+def start_draining(bridge: Bridge) -> threading.Event:
+    """Say that ``bridge`` stopped and publishes what it has queued; set the event when done."""
+    done = threading.Event()
+    with _open_bridges_lock:
+        _draining.setdefault(bridge.namespace, []).append((bridge, done))
+    return done
+
+
+def stop_draining(bridge: Bridge, done: threading.Event) -> None:
+    done.set()
+    with _open_bridges_lock:
+        entries = _draining.get(bridge.namespace, [])
+        if (bridge, done) in entries:
+            entries.remove((bridge, done))
+
+
+def predecessors(bridge: Bridge) -> list[threading.Event]:
+    """What ``bridge`` must wait for before it publishes: others of its namespace still draining."""
+    entries = _draining.get(bridge.namespace)
+    if not entries:
+        return []
+    return [done for other, done in list(entries) if other is not bridge]
 
 
 origin.after_fork(_renew_lock_after_fork)
