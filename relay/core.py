@@ -425,7 +425,8 @@ class Bridge:
                 The largest frame the publisher packs several queued messages
                 into, in bytes (64 KiB by default), so that no single payload
                 comes near Redis's pub/sub output-buffer limits. A message
-                larger than this goes out in a frame of its own.
+                larger than this goes out in a frame of its own. Never more than
+                ``max_message_size``, the largest frame a receiver accepts.
 
             backoff
                 How long to wait between reconnection attempts: any object with
@@ -543,7 +544,8 @@ class Bridge:
         self.max_queue = max_queue
         self.queue_wait = queue_wait
         self.max_message_size = max_message_size
-        self.max_frame_size = max_frame_size
+        # A frame is never larger than what receivers accept (max_message_size).
+        self.max_frame_size = min(max_frame_size, max_message_size)
         self.backoff = backoff or EqualJitterBackoff(cap=5.0, base=0.05)
         if health_check_interval <= 0 or health_check_timeout <= 0:
             raise ValueError("health_check_interval and health_check_timeout must be positive")

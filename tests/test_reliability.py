@@ -567,3 +567,22 @@ def test_the_built_in_signals_can_be_imported_from_relay() -> None:
     assert relay.disconnected is relay.bridge.disconnected
     assert relay.reconnected is relay.bridge.reconnected
     assert {"gap", "disconnected", "reconnected"} <= set(relay.__all__)
+
+
+def test_frames_never_exceed_what_receivers_accept(client: fakeredis.FakeRedis) -> None:
+    bridge = make_bridge(client, max_message_size=4096)
+    assert bridge.max_frame_size == 4096
+    pubsub = client.pubsub()
+    pubsub.subscribe(channel_for("ns", "a.b"))
+    sig = bridge.register(Signal(name="a.b"))
+    for n in range(50):
+        sig.send(None, n=n, payload=b"x" * 1000)
+    with bridge:
+        assert bridge.flush(10)
+    sizes: list[int] = []
+    deadline = time.monotonic() + 10
+    while sum(1 for _ in sizes) < 50 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+        if message and message["type"] == "message":
+            sizes.extend([len(message["data"])] * len(wire.decode_frame(message["data"])))
+    assert len(sizes) == 50 and max(sizes) <= 4096
