@@ -63,7 +63,7 @@ class Listener:
     """A Relay in this process that records every n it fires and every gap."""
 
     def __init__(self, url: str, namespace: str, durable: bool) -> None:
-        self.fired: list[int] = []
+        self.fired: list[Any] = []
         self.reported: list[tuple[int, int]] = []
         self.reconnects = 0
         self.signal = Signal(name="sentinel.n")
@@ -73,7 +73,7 @@ class Listener:
         gap.connect(self._gap, weak=False)
         reconnected.connect(self._reconnected, weak=False)
 
-    def _fire(self, sender: Any, n: int, **kwargs: Any) -> None:
+    def _fire(self, sender: Any, n: Any, **kwargs: Any) -> None:
         self.fired.append(n)
 
     def _gap(self, sender: Any, first_missing: int, count: int, **kwargs: Any) -> None:
@@ -185,3 +185,24 @@ def test_a_failover_mid_stream_loses_nothing_durably_and_reports_every_loss(
     else:
         assert reported == lost
         assert stats["missed"] == len(lost)
+
+
+def test_the_relay_command_takes_a_sentinel_url(sentinels: RedisSentinels, namespace: str) -> None:
+    listener = Listener(sentinels.url, namespace, durable=False)
+    with listener.bridge:
+        result = subprocess.run(
+            [sys.executable, "-m", "relay", "send", "sentinel.n", "n=7", "--redis-url",
+             sentinels.url, "--namespace", namespace],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: listener.fired == ["7"])  # key=value arrives as a string
+    listener.close()
+    nowhere = "redis+sentinel://127.0.0.1:1/nothing?socket_connect_timeout=0.5"
+    bad = subprocess.run(
+        [sys.executable, "-m", "relay", "send", "x.y", "--redis-url", nowhere,
+         "--namespace", namespace],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("relay: ")
