@@ -168,6 +168,17 @@ def _hide_password(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{tail}" if ":" in credentials else url
 
 
+def _master_client(
+    url: str, options: dict[str, Any], sentinel_class: Any, retry: Any, redis_class: Any
+) -> tuple[Any, str]:
+    """The master's client for ``url`` (threaded or asyncio classes), and its description."""
+    parsed = parse_url(url)
+    options = {**parsed.options, **options}
+    options.setdefault("retry", retry)
+    sentinel = sentinel_class(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options, **options)
+    return sentinel.master_for(parsed.service, redis_class=redis_class), parsed.description
+
+
 class _Recent:
     """The frames published in the last ``window`` seconds, to send again after a switch."""
 
@@ -224,16 +235,9 @@ class SentinelTransport(RedisTransport):
             raise TypeError("pass either a Sentinel URL or client=Sentinel(...).master_for(...)")
         if client is None:
             assert url is not None
-            parsed = parse_url(url)
-            options = {**parsed.options, **options}
-            options.setdefault("retry", Retry(NoBackoff(), 1))
-            sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-                parsed.sentinels, sentinel_kwargs=parsed.sentinel_options, **options
+            client, description = _master_client(
+                url, options, redis.sentinel.Sentinel, Retry(NoBackoff(), 1), redis.Redis
             )
-            client = sentinel.master_for(  # type: ignore[no-untyped-call]
-                parsed.service, redis_class=redis.Redis
-            )
-            description = parsed.description
         else:
             pool = client.connection_pool
             if not isinstance(pool, redis.sentinel.SentinelConnectionPool):
@@ -341,14 +345,13 @@ class AsyncSentinelTransport(AsyncRedisTransport):
             raise TypeError("pass either a Sentinel URL or client=Sentinel(...).master_for(...)")
         if client is None:
             assert url is not None
-            parsed = parse_url(url)
-            options = {**parsed.options, **options}
-            options.setdefault("retry", redis.asyncio.retry.Retry(NoBackoff(), 1))
-            sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-                parsed.sentinels, sentinel_kwargs=parsed.sentinel_options, **options
+            client, description = _master_client(
+                url,
+                options,
+                redis.asyncio.sentinel.Sentinel,
+                redis.asyncio.retry.Retry(NoBackoff(), 1),
+                redis.asyncio.Redis,
             )
-            client = sentinel.master_for(parsed.service, redis_class=redis.asyncio.Redis)
-            description = parsed.description
         else:
             pool = client.connection_pool
             if not isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool):
