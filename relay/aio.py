@@ -88,6 +88,8 @@ class AsyncRelay(Bridge):
         self._publisher_task: asyncio.Task[None] | None = None
         self._listener_task: asyncio.Task[None] | None = None
         self._keeper_task: asyncio.Task[None] | None = None
+        # Renewing and finishing once claims, one at a time (see Bridge._finish_steps).
+        self._leases_lock = asyncio.Lock()
         self._subscription: AsyncSubscription | None = None
         self._changes: deque[tuple[str, str]] = deque()
         self._changes_requested = 0
@@ -599,11 +601,13 @@ class AsyncRelay(Bridge):
 
     async def _renew_leases(self) -> None:
         while not await self._wait_for_stop(self.once_lease / 3):
-            await self._drive(self._renew_steps())
+            async with self._leases_lock:
+                await self._drive(self._renew_steps())
         # Stopping: the listener may still be running a receiver; keep its lease.
         while self._held and self._listener_task is not None and not self._listener_task.done():
             await asyncio.sleep(min(self.once_lease / 3, _POLL_SECONDS))
-            await self._drive(self._renew_steps())
+            async with self._leases_lock:
+                await self._drive(self._renew_steps())
 
     async def _run_message(
         self,
@@ -617,7 +621,8 @@ class AsyncRelay(Bridge):
             await self._call_message(signal, message, sync, asynchronous)
         finally:
             if claims:
-                await self._drive(self._finish_steps(claims))
+                async with self._leases_lock:
+                    await self._drive(self._finish_steps(claims))
 
     async def _call_message(
         self,
@@ -660,7 +665,8 @@ class AsyncRelay(Bridge):
             await self._call_batch(signal, batch)
         finally:
             if claims:
-                await self._drive(self._finish_steps(claims))
+                async with self._leases_lock:
+                    await self._drive(self._finish_steps(claims))
 
     async def _call_batch(
         self, signal: Signal, batch: list[tuple[wire.Message, Sequence[_RemoteCall]]]
@@ -688,3 +694,4 @@ class AsyncRelay(Bridge):
         self._forget_run()
         self._wakeup = self._progress = self._stop_requested = None
         self._sync_publish = None
+        self._leases_lock = asyncio.Lock()

@@ -202,6 +202,7 @@ class Relay(Bridge):
         self._changes: deque[tuple[str, str, threading.Event]] = deque()
         self._keeper: threading.Thread | None = None
         self._keeper_stop = threading.Event()
+        self._leases_lock = threading.Lock()  # renewing and finishing, one at a time
 
     def _subscribe(self, channel: str) -> None:
         # Caller holds self._lock.
@@ -549,7 +550,8 @@ class Relay(Bridge):
         finally:
             _current_message.reset(token)
             if claims:
-                self._drive(self._finish_steps(claims))
+                with self._leases_lock:
+                    self._drive(self._finish_steps(claims))
         self._count_fired(fired, errors)
 
     def _keep_leases(self) -> None:
@@ -565,7 +567,8 @@ class Relay(Bridge):
     def _renew_leases(self) -> None:
         try:
             while not self._keeper_stop.wait(self.once_lease / 3):
-                self._drive(self._renew_steps())
+                with self._leases_lock:
+                    self._drive(self._renew_steps())
         except BaseException:
             logger.critical("relay lease thread crashed", exc_info=True)
             raise
@@ -583,6 +586,7 @@ class Relay(Bridge):
         self._subscription = None
         self._keeper = None
         self._keeper_stop = threading.Event()
+        self._leases_lock = threading.Lock()
         self._changes.clear()
         self._stop_event = threading.Event()
         self._publisher.discard_all()

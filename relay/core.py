@@ -999,8 +999,14 @@ class Bridge:
         self._held[claim] = time.monotonic()
 
     def _finish_steps(self, claims: Sequence[str]) -> _Steps[None]:
-        """Mark claims whose receivers have run as done, for ``once_ttl``."""
+        """
+        Mark claims whose receivers have run as done, for ``once_ttl``. The
+        drivers never run this and ``_renew_steps`` at the same time: a renewal
+        that reached Redis after the done mark would make it expire with the
+        lease, and another process would run the message again.
+        """
         for claim in claims:
+            self._held.pop(claim, None)
             try:
                 yield ops.Call("finish", (claim, "done", self.once_ttl, self._leases_key))
             except TransportError as exc:
@@ -1011,11 +1017,9 @@ class Bridge:
                     "may run it again once its lease ends",
                     exc,
                 )
-            finally:
-                self._held.pop(claim, None)
 
     def _renew_steps(self) -> _Steps[None]:
-        """Extend the leases of the once receivers running in this process."""
+        """Extend the leases of the once receivers running here (see ``_finish_steps``)."""
         claims = list(self._held)
         if claims:
             try:

@@ -37,7 +37,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 class Worker:
-    def __init__(self, server: RedisServer, namespace: str, tmp: Path) -> None:
+    def __init__(
+        self, server: RedisServer, namespace: str, tmp: Path, lease: float = LEASE
+    ) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -46,7 +48,7 @@ class Worker:
                 namespace,
                 str(tmp / "journal"),
                 str(tmp / "hung"),
-                str(LEASE),
+                str(lease),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -116,6 +118,23 @@ def test_a_once_worker_killed_mid_run_is_taken_over_by_another(
     client = redis.Redis.from_url(private_redis.url)
     assert client.zcard(f"relay:{namespace}:once:leases") == 0
     client.close()
+
+
+def test_with_short_leases_and_nobody_dying_each_message_runs_exactly_once(
+    private_redis: RedisServer, namespace: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Renewals racing the done mark must never let it expire (and the message run again)."""
+    (tmp_path / "hung").touch()  # nobody hangs on message 5
+    workers.extend(Worker(private_redis, namespace, tmp_path, lease=0.3) for _ in range(2))
+    send_jobs(private_redis, namespace, range(1, 2001))
+    wait_until(lambda: sum(1 for e, _, _ in journal(tmp_path) if e == "done") >= 2000)
+    time.sleep(1.5)  # past several lease periods: a done mark that expired would show now
+    stats = [worker.stats() for worker in workers]
+    events = journal(tmp_path)
+    assert Counter(n for e, n, _ in events if e == "start") == Counter(range(1, 2001))
+    assert Counter(n for e, n, _ in events if e == "done") == Counter(range(1, 2001))
+    assert sum(s["once_retried"] for s in stats) == 0
+    assert sum(s["once_lost"] for s in stats) == 0
 
 
 def test_a_once_run_no_live_process_can_take_over_is_reported(
