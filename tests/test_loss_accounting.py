@@ -770,7 +770,9 @@ def test_first_messages_of_a_new_producer_lost(
         [result], _ = finish([worker], producer, count + final, durable)
     assert result.disconnects == result.reconnects == 1, result
     if durable:
-        assert result.replayed == count, result  # the final ones came on pub/sub
+        # The burst came from the log; so may the final ones, if they were
+        # logged before the catch-up reached the end of the log.
+        assert count <= result.replayed <= count + final, result
     else:
         assert result.lost == count, result
         assert [(g["first_missing"], g["count"]) for g in result.gaps] == [(1, count)]
