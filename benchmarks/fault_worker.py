@@ -56,6 +56,23 @@ Producer options for the loss-accounting tests:
     sends the rest. ``stats`` in the report is the sum of both bridges'
     counters, ``bridges`` each one's.
 
+``--burst K``
+    Send the first ``K`` messages unpaced, and only the rest at ``--rate``
+    (one sending thread only): a burst, then a paced stream.
+
+Worker options for the ``scope="once"`` scenarios (with ``--once``):
+
+``--once-lease SECONDS``
+    The bridge's ``once_lease`` (30 s by default).
+``--hang N`` and ``--hang-marker PATH``
+    The first process to run message ``N`` creates ``PATH`` (``O_EXCL``) and
+    its receiver hangs there until the process is killed (the journal already
+    has ``N``: a run started and never finished); in every other process, or
+    once ``PATH`` exists, message ``N`` runs as any other.
+
+A worker with ``--once`` also reports ``done``: the numbers whose runs
+returned, in order (the journal has the runs that started).
+
 ``--retention N`` (both roles, with ``--durable``) is the bridge's
 ``retention``: the durable log keeps about the last ``N`` frames.
 """
@@ -156,8 +173,20 @@ def on_message(sender: Any, n: int, **kwargs: Any) -> None:
     recorder.fired(n)
 
 
+hang: tuple[int, str] | None = None  # (n, marker path): see --hang
+once_done: list[int] = []
+
+
 def on_once(sender: Any, n: int, **kwargs: Any) -> None:
     recorder.fired(n)
+    if hang is not None and n == hang[0]:
+        try:
+            os.close(os.open(hang[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            pass
+        else:
+            threading.Event().wait()  # until the process is killed
+    once_done.append(n)
 
 
 def on_gap(
@@ -192,8 +221,12 @@ def _emit(report: dict[str, Any]) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    global recorder
+    global recorder, hang
     recorder = Recorder(args.journal, args.events, args.delay)
+    if args.hang:
+        if not (args.once and args.hang_marker):
+            raise SystemExit("--hang needs --once and --hang-marker")
+        hang = (args.hang, args.hang_marker)
     # A plain flag, not a threading.Event: Event.set() in a signal handler
     # deadlocks if the signal lands while the main thread holds the Event's
     # lock (inside Event.wait()).
@@ -208,6 +241,8 @@ def run_worker(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if args.worker_id:
         extra["worker_id"] = args.worker_id
+    if args.once_lease:
+        extra["once_lease"] = args.once_lease
     bridge = _bridge(args, **extra)
     sig = Signal(name=args.signal)
     if args.once:
@@ -231,8 +266,10 @@ def run_worker(args: argparse.Namespace) -> int:
     )
     stats_before_stop = bridge.stats()
     bridge.stop(timeout=5.0)
+    report: dict[str, Any] = {"done": list(once_done)} if args.once else {}
     _emit(
         {
+            **report,
             "label": args.label,
             "pid": os.getpid(),
             "started": started,
@@ -342,7 +379,11 @@ def run_producer(args: argparse.Namespace) -> int:
         _send_numbers(send, numbers, rate, extra, times, refusals, args.refused)
         stopping.join()
     elif threads == 1:
-        _send_numbers(send, range(1, count + 1), rate, extra, times, refusals, args.refused)
+        burst = min(max(0, args.burst), count)
+        if burst:
+            _send_numbers(send, range(1, burst + 1), 0, extra, times, refusals, args.refused)
+        numbers = range(burst + 1, count + 1)
+        _send_numbers(send, numbers, rate, extra, times, refusals, args.refused)
     else:
         senders = [
             threading.Thread(
@@ -417,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--journal", default="")
     parser.add_argument("--events", default="")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--once-lease", type=float, default=0.0)
+    parser.add_argument("--hang", type=int, default=0)
+    parser.add_argument("--hang-marker", default="")
     # producer
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=0.0)
@@ -428,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refused", type=int, default=0)
     parser.add_argument("--max-message-size", type=int, default=0)
     parser.add_argument("--handover", type=int, default=0)
+    parser.add_argument("--burst", type=int, default=0)
     args = parser.parse_args(argv)
     return run_worker(args) if args.role == "worker" else run_producer(args)
 
