@@ -46,6 +46,9 @@ class Outgoing(NamedTuple):
     ids: str = ""
     origin: str = ""
     last: int = 0
+    #: The durable log of this payload, if not the one given to ``publish_many``
+    #: (a sharded transport keeps one log per signal).
+    log: Log | None = None
 
 
 class LogEntry(NamedTuple):
@@ -135,6 +138,10 @@ class Transport(ABC):
     description: str
     #: The largest payload, in bytes, the broker accepts.
     max_payload: int
+    #: True for a broker that spreads keys and channels over shards (Redis
+    #: Cluster): the bridge then names each signal's channel and keys under
+    #: one hash tag, ``{<signal name>}``, and keeps one durable log per signal.
+    sharded: bool = False
 
     @abstractmethod
     def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
@@ -255,6 +262,8 @@ class AsyncTransport(ABC):
     description: str
     #: The largest payload, in bytes, the broker accepts.
     max_payload: int
+    #: See ``Transport.sharded``.
+    sharded: bool = False
 
     @abstractmethod
     async def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
