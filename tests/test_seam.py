@@ -224,9 +224,8 @@ def test_a_sharded_transport_puts_every_key_of_a_signal_under_its_hash_tag() -> 
 
     def foreign(seq: int) -> Outgoing:
         message_id = (1000 + seq).to_bytes(16, "big")
-        frame = wire.encode_frame(
-            [(message_id, "far:1:ab", seq, "a.b", None, time.time(), wire.encode_kwargs({"n": seq}))]
-        )
+        kwargs = wire.encode_kwargs({"n": seq})
+        frame = wire.encode_frame([(message_id, "far:1:ab", seq, "a.b", None, time.time(), kwargs)])
         return Outgoing(channel, frame, message_id.hex(), "far:1:ab", seq, log)
 
     with bridge:
