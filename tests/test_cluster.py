@@ -11,6 +11,7 @@ is a ``Relay`` in the test process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -23,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from relay import Relay, Signal, gap, reconnected
+from relay import AsyncRelay, Relay, Signal, gap, reconnected
 from relay.core import channel_for
 from relay.testing import RedisCluster, RedisServerUnavailable
-from relay.transport.cluster import ClusterTransport, parse_url
+from relay.transport.cluster import AsyncClusterTransport, ClusterTransport, parse_url
 
 pytestmark = pytest.mark.redis
 
@@ -146,11 +147,79 @@ def test_the_url_names_some_nodes_and_the_options() -> None:
         parse_url("redis+cluster://h1:7000?nope=1")
 
 
-def test_async_relay_refuses_a_cluster_url() -> None:
-    from relay.aio import AsyncRelay
+@pytest.mark.parametrize(
+    ("fault", "durable"),
+    [(None, True), ("failover", True), ("kill", False)],
+    ids=["durable", "failover-durable", "kill-pubsub"],
+)
+def test_async_relay_on_a_cluster_relays_two_shards_through_a_fault(
+    cluster: RedisCluster, namespace: str, fault: str | None, durable: bool
+) -> None:
+    names = two_shard_names(namespace, cluster)
+    count = 1000
+    fired: dict[str, list[Any]] = {name: [] for name in names}
+    reported: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
 
-    with pytest.raises(TypeError, match="does not support Redis Cluster yet"):
-        AsyncRelay("redis+cluster://127.0.0.1:1", namespace="x")
+    def receiver(name: str) -> Callable[..., None]:
+        def fire(sender: Any, n: Any, **kwargs: Any) -> None:
+            fired[name].append(n)
+
+        return fire
+
+    def on_gap(sender: Any, signal_name: str, first_missing: int, count: int, **kw: Any) -> None:
+        reported[signal_name].append((first_missing, count))
+
+    def accounted() -> bool:
+        return all(
+            len(set(fired[name])) + sum(c for _, c in reported[name]) >= count for name in names
+        )
+
+    async def main() -> dict[str, int]:
+        bridge = AsyncRelay(cluster.url, namespace=namespace, durable=durable, backoff=Fast())
+        assert isinstance(bridge.transport, AsyncClusterTransport)
+        for name in names:
+            signal = Signal(name=name)
+            signal.connect(receiver(name), weak=False)
+            bridge.register(signal)
+        gap.connect(on_gap, weak=False)
+        try:
+            async with bridge:
+                processes = [
+                    producer(cluster.url, namespace, name, count, 500, durable) for name in names
+                ]
+                while len(fired[names[0]]) < 200:
+                    await asyncio.sleep(0.01)
+                owner = cluster.primary_for(channel_for(namespace, names[0], sharded=True))
+                if fault == "failover":
+                    await asyncio.to_thread(cluster.failover, cluster.replicas_of(owner)[0])
+                elif fault == "kill":
+                    cluster.kill(owner)
+                    await asyncio.to_thread(cluster.wait_ok)
+                reports = await asyncio.to_thread(lambda: [finish(p) for p in processes])
+                assert all(report["stats"]["dropped"] == 0 for report in reports)
+                deadline = time.monotonic() + 60
+                while not accounted():
+                    assert time.monotonic() < deadline, "not every message was accounted for"
+                    await asyncio.sleep(0.02)
+                return bridge.stats()
+        finally:
+            gap.disconnect(on_gap)
+
+    stats = asyncio.run(main())
+    for name in names:
+        times = Counter(fired[name])
+        lost = set(range(1, count + 1)) - set(times)
+        numbers: set[int] = set()
+        for first, n in reported[name]:
+            assert not numbers & set(range(first, first + n))
+            numbers |= set(range(first, first + n))
+        assert sum(t - 1 for t in times.values()) == 0  # no duplicates
+        if durable:
+            assert (lost, numbers) == (set(), set())
+        else:
+            assert numbers == lost
+    if fault:
+        assert stats["reconnects"] >= 1
 
 
 @pytest.mark.parametrize("durable", [True, False], ids=["durable", "pubsub"])

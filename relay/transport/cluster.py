@@ -25,11 +25,13 @@ after unsubscribing it from the old one (never on two nodes at once), and is
 reported to the bridge as a reconnect (``Resubscribed`` or
 ``TransportError``), which catches up from the durable logs.
 
-No asyncio transport yet: ``AsyncRelay`` refuses a cluster URL.
+``AsyncClusterTransport`` is the same on ``redis.asyncio.cluster`` (its
+readers are polled in turn, a few milliseconds apart).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import time
@@ -39,6 +41,9 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote
 
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.cluster
 import redis.connection
 import redis.exceptions
@@ -46,6 +51,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from relay.transport.base import (
+    AsyncClaims,
+    AsyncDurableLog,
+    AsyncSubscription,
+    AsyncTransport,
     Claims,
     DurableLog,
     Log,
@@ -71,7 +80,14 @@ from relay.transport.redis import (
     transport_error_message,
 )
 
-__all__ = ["ClusterTransport", "ClusterURL", "from_client", "from_url", "parse_url"]
+__all__ = [
+    "AsyncClusterTransport",
+    "ClusterTransport",
+    "ClusterURL",
+    "from_client",
+    "from_url",
+    "parse_url",
+]
 
 _CONFIRM_TIMEOUT = 10.0
 # How long one wait on the readers' sockets lasts at most (TLS may hold
@@ -190,6 +206,7 @@ class ClusterSubscription(Subscription):
         self._channels: set[str] = set()
         self._readers: dict[str, _Reader] = {}  # node name -> reader
         self._home: dict[str, str] = {}  # channel -> node name
+        self._broken: set[str] = set()  # readers whose connection failed
         self.last_activity = time.monotonic()
 
     # -- subscribing
@@ -246,8 +263,13 @@ class ClusterSubscription(Subscription):
                 todo = [c for c in group if c not in reader.channels]
                 if not todo:
                     continue
-                reader.pubsub.ssubscribe(*todo)
-                self._await_confirmations(reader, set(todo))
+                try:
+                    reader.pubsub.ssubscribe(*todo)
+                    self._await_confirmations(reader, set(todo))
+                except BaseException:
+                    self._drop(name)
+                    self._broken.add(name)
+                    raise
                 reader.channels.update(todo)
                 for channel in todo:
                     self._home[channel] = name
@@ -316,7 +338,8 @@ class ClusterSubscription(Subscription):
                 reason = transport_error_message(exc)
                 if reason is None:
                     raise
-                raise TransportError(reason) from exc
+                self._broken.add(name)  # reconnect() replaces this reader, not the others
+                raise TransportError(f"{reason} (the primary {name})") from exc
         if message is None:
             return None
         self.last_activity = time.monotonic()
@@ -356,12 +379,27 @@ class ClusterSubscription(Subscription):
                 reader.pubsub.ping()
 
     def reconnect(self) -> None:
-        self.close()
+        # A failed reader is replaced and its channels re-homed; the readers of
+        # the other primaries go on. Anything else (a PING unanswered) starts over.
+        if self._broken:
+            for name in self._broken:
+                self._drop(name)
+        else:
+            self.close()
         with translated(self.description):
             self._transport.refresh()
         if self._channels:
             self._place(self._channels)
+        self._broken.clear()
         self.last_activity = time.monotonic()
+
+    def _drop(self, name: str) -> None:
+        """Close the reader of primary ``name``: its channels have no home until placed again."""
+        reader = self._readers.pop(name, None)
+        if reader is not None:
+            reader.close()
+        for channel in [c for c, home in self._home.items() if home == name]:
+            del self._home[channel]
 
     def close(self) -> None:
         for reader in self._readers.values():
@@ -531,31 +569,423 @@ class ClusterTransport(Transport, DurableLog, Claims):
         self.client.close()
 
 
+# -- asyncio ------------------------------------------------------------------------
+
+# The options a reader's plain asyncio client takes from the cluster client's.
+_READER_OPTIONS = (
+    "username", "password", "credential_provider", "socket_timeout", "socket_connect_timeout",
+    "socket_keepalive", "socket_keepalive_options", "ssl", "ssl_keyfile", "ssl_certfile",
+    "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname", "ssl_password",
+    "ssl_min_version", "ssl_ciphers", "protocol", "client_name", "lib_name", "lib_version",
+)  # fmt: skip
+# How long the asyncio subscription sleeps between polls of its readers.
+_POLL_SLICE = 0.005
+
+
+class _AsyncReader:
+    """The subscribed connection to one primary (asyncio)."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self.pubsub = client.pubsub()
+        self.channels: set[str] = set()
+        self.early: list[dict[str, Any]] = []
+        self.restored = Restorations()
+
+    async def close(self) -> None:
+        with suppress(Exception):
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        with suppress(Exception):
+            await self.client.aclose()
+
+
+class AsyncClusterSubscription(AsyncSubscription):
+    """``ClusterSubscription`` for asyncio: one reader per primary, polled in turn."""
+
+    def __init__(self, transport: AsyncClusterTransport) -> None:
+        self._transport = transport
+        self.description = transport.description
+        self._channels: set[str] = set()
+        self._readers: dict[str, _AsyncReader] = {}
+        self._home: dict[str, str] = {}
+        self._broken: set[str] = set()
+        self.last_activity = time.monotonic()
+
+    async def subscribe(self, channels: Collection[str]) -> None:
+        new = [c for c in channels if c not in self._channels]
+        if not new:
+            return
+        self._channels.update(new)
+        await self._place(new)
+
+    async def unsubscribe(self, channels: Collection[str]) -> None:
+        gone = [c for c in channels if c in self._channels]
+        if not gone:
+            return
+        self._channels.difference_update(gone)
+        with translated(self.description):
+            for node, reader in list(self._readers.items()):
+                mine = [c for c in gone if c in reader.channels]
+                if not mine:
+                    continue
+                reader.channels.difference_update(mine)
+                for channel in mine:
+                    if self._home.get(channel) == node:
+                        del self._home[channel]
+                await reader.pubsub.sunsubscribe(*mine)
+
+    async def _place(self, channels: Collection[str]) -> None:
+        with translated():
+            client = await self._transport.ready()
+            groups: dict[tuple[str, str, int], list[str]] = {}
+            for channel in sorted(channels):
+                node = client.get_node_from_key(channel)
+                groups.setdefault((str(node.name), str(node.host), int(node.port)), []).append(
+                    channel
+                )
+            for (name, host, port), group in groups.items():
+                for channel in [c for c in group if self._home.get(c) not in (None, name)]:
+                    await self._leave(channel)
+                reader = self._readers.get(name)
+                if reader is None:
+                    reader = _AsyncReader(self._transport.node_client(host, port))
+                    self._readers[name] = reader
+                todo = [c for c in group if c not in reader.channels]
+                if not todo:
+                    continue
+                try:
+                    await reader.pubsub.ssubscribe(*todo)
+                    await self._await_confirmations(reader, set(todo))
+                except BaseException:
+                    await self._drop(name)
+                    self._broken.add(name)
+                    raise
+                reader.channels.update(todo)
+                for channel in todo:
+                    self._home[channel] = name
+            for name in [n for n, r in self._readers.items() if not r.channels]:
+                await self._readers.pop(name).close()
+
+    async def _leave(self, channel: str) -> None:
+        node = self._home.pop(channel, None)
+        reader = None if node is None else self._readers.get(node)
+        if reader is None:
+            return
+        reader.channels.discard(channel)
+        if not reader.channels:
+            await self._readers.pop(str(node)).close()
+            return
+        with suppress(*CONNECTION_ERRORS):
+            await reader.pubsub.sunsubscribe(channel)
+
+    async def _await_confirmations(self, reader: _AsyncReader, waiting: set[str]) -> None:
+        deadline = time.monotonic() + _CONFIRM_TIMEOUT
+        while waiting:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportError(
+                    f"Redis did not confirm SSUBSCRIBE within {_CONFIRM_TIMEOUT:g} s"
+                )
+            message = await reader.pubsub.get_message(timeout=remaining)
+            if message is None:
+                continue
+            if message["type"] == "ssubscribe":
+                waiting.discard(text(message["channel"]))
+            elif message["type"] == "smessage":
+                reader.early.append(message)
+
+    async def get(self, timeout: float) -> tuple[str, bytes] | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, reader in list(self._readers.items()):
+                received = await self._poll(name, reader)
+                if received is not None:
+                    return received
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(remaining, _POLL_SLICE if self._readers else remaining))
+
+    async def _poll(self, name: str, reader: _AsyncReader) -> tuple[str, bytes] | None:
+        if reader.early:
+            message: dict[str, Any] | None = reader.early.pop(0)
+        else:
+            try:
+                message = await reader.pubsub.get_message(timeout=0.0)
+            except _TOPOLOGY_ERRORS as exc:
+                await self._rehome(f"the cluster moved a channel ({type(exc).__name__})")
+            except Exception as exc:
+                reason = transport_error_message(exc)
+                if reason is None:
+                    raise
+                self._broken.add(name)  # reconnect() replaces this reader, not the others
+                raise TransportError(f"{reason} (the primary {name})") from exc
+        if message is None:
+            return None
+        self.last_activity = time.monotonic()
+        kind = message["type"]
+        if kind == "smessage":
+            channel = text(message["channel"])
+            if self._home.get(channel) != name:
+                return None
+            return channel, message["data"]
+        if kind == "ssubscribe":
+            channel = text(message["channel"])
+            if self._home.get(channel) == name:
+                reader.restored.confirmed(channel, set(reader.channels))
+        elif kind == "sunsubscribe":
+            channel = text(message["channel"])
+            if channel in self._channels and self._home.get(channel) == name:
+                self._home.pop(channel, None)
+                reader.channels.discard(channel)
+                await self._rehome(f"the cluster unsubscribed {channel} (slot moved or failover)")
+        return None
+
+    async def _rehome(self, reason: str) -> NoReturn:
+        try:
+            await self._transport.refresh()
+            await self._place(self._channels)
+        except TransportError:
+            raise
+        except Exception as exc:
+            raise TransportError(f"{reason}; re-homing failed: {exc}") from exc
+        raise Resubscribed(f"{reason}; resubscribed on the current primaries")
+
+    async def ping(self) -> None:
+        with translated(self.description):
+            for reader in self._readers.values():
+                await reader.pubsub.ping()
+
+    async def reconnect(self) -> None:
+        if self._broken:
+            for name in self._broken:
+                await self._drop(name)
+        else:
+            await self.close()
+        with translated(self.description):
+            await self._transport.refresh()
+        if self._channels:
+            await self._place(self._channels)
+        self._broken.clear()
+        self.last_activity = time.monotonic()
+
+    async def _drop(self, name: str) -> None:
+        reader = self._readers.pop(name, None)
+        if reader is not None:
+            await reader.close()
+        for channel in [c for c, home in self._home.items() if home == name]:
+            del self._home[channel]
+
+    async def close(self) -> None:
+        readers = list(self._readers.values())
+        self._readers.clear()
+        self._home.clear()
+        for reader in readers:
+            await reader.close()
+
+
+class AsyncClusterTransport(AsyncTransport, AsyncDurableLog, AsyncClaims):
+    """
+    ``ClusterTransport`` for asyncio, on ``redis.asyncio.cluster.RedisCluster``.
+
+    Arguments:
+
+        url
+            A ``redis+cluster://`` or ``rediss+cluster://`` URL, as for
+            ``ClusterTransport``.
+
+        client
+            An existing ``redis.asyncio.cluster.RedisCluster`` instead of ``url``.
+
+        options
+            Extra keyword arguments for ``redis.asyncio.cluster.RedisCluster``.
+    """
+
+    sharded = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.asyncio.cluster.RedisCluster | None = None,
+        **options: Any,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise TypeError(
+                "pass either a Redis Cluster URL or "
+                "client=redis.asyncio.cluster.RedisCluster(...), not both"
+            )
+        if client is None:
+            assert url is not None
+            parsed = parse_url(url)
+            description = parsed.description
+            options = {**parsed.options, **options}
+            nodes = [
+                redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.nodes
+            ]
+            client = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
+        else:
+            if client.get_connection_kwargs().get("decode_responses"):
+                raise ValueError(
+                    "the Redis client decodes responses (decode_responses=True); relay "
+                    "payloads are binary, so pass a client made with decode_responses=False"
+                )
+            hosts = ",".join(
+                f"{node.host}:{node.port}" for node in client.nodes_manager.startup_nodes.values()
+            )
+            description = f"redis+cluster://{hosts}"
+        self.client: Any = client
+        self.description = description
+        self.max_payload = MAX_PAYLOAD
+        self._initialized = False
+
+    async def ready(self) -> Any:
+        """The cluster client, once it has read the slot map."""
+        if not self._initialized:
+            await self.client.initialize()
+            self._initialized = True
+        return self.client
+
+    async def refresh(self) -> None:
+        """Read the slot map again."""
+        await self.ready()
+        await self.client.nodes_manager.initialize()
+
+    def node_client(self, host: str, port: int) -> redis.asyncio.Redis:
+        """A plain asyncio client on one node, with the cluster's credentials and TLS."""
+        kwargs = self.client.get_connection_kwargs()
+        chosen = {key: kwargs[key] for key in _READER_OPTIONS if kwargs.get(key) is not None}
+        return redis.asyncio.Redis(
+            host=host, port=port, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **chosen
+        )
+
+    async def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
+        with translated(self.description):
+            client = await self.ready()
+            if log is None and len(items) == 1 and items[0].log is None:
+                await client.spublish(items[0].channel, items[0].data)
+                return
+            pipe = client.pipeline()
+            queue_publish(pipe, items, log, sharded=True)
+            await pipe.execute()
+
+    async def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
+        start = f"({after}" if after else "-"
+        with translated(self.description):
+            client = await self.ready()
+            entries: Any = await client.xrange(log.key, min=start, max="+", count=count)
+        return [log_entry(position, fields) for position, fields in entries]
+
+    async def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
+        end = f"({before}" if before else "+"
+        with translated(self.description):
+            client = await self.ready()
+            entries: Any = await client.xrevrange(log.key, max=end, min="-", count=count)
+        return [log_entry(position, fields) for position, fields in entries]
+
+    async def get_value(self, key: str) -> str | None:
+        with translated(self.description):
+            client = await self.ready()
+            value: Any = await client.get(key)
+        return None if value is None else text(value)
+
+    async def set_value(self, key: str, value: str) -> None:
+        with translated(self.description):
+            client = await self.ready()
+            await client.set(key, value)
+
+    async def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
+        with translated(self.description):
+            client = await self.ready()
+            won = bool(await client.set(key, b"run", nx=True, px=milliseconds(ttl_seconds)))
+            if won and leases is not None:
+                await client.zadd(leases, {key: time.time() + ttl_seconds})
+        return won
+
+    async def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
+        with translated(self.description):
+            pipe = (await self.ready()).pipeline()
+            queue_renew(pipe, keys, ttl_seconds, leases)
+            await pipe.execute()
+
+    async def finish(self, key: str, value: str, ttl_seconds: float, leases: str) -> None:
+        with translated(self.description):
+            pipe = (await self.ready()).pipeline()
+            queue_finish(pipe, key, value, ttl_seconds, leases)
+            await pipe.execute()
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        with translated(self.description):
+            client = await self.ready()
+            return texts(await client.mget_nonatomic(list(keys)))
+
+    async def overdue(self, leases: str, before: float, count: int) -> list[str]:
+        with translated(self.description):
+            client = await self.ready()
+            keys: Any = await client.zrangebyscore(leases, "-inf", before, start=0, num=count)
+        return [text(key) for key in keys]
+
+    async def discard(self, leases: str, key: str) -> bool:
+        with translated(self.description):
+            client = await self.ready()
+            return bool(await client.zrem(leases, key))
+
+    def subscription(self) -> AsyncClusterSubscription:
+        return AsyncClusterSubscription(self)
+
+    async def check(self) -> None:
+        with translated(self.description, reaching=True):
+            client = await self.ready()
+            await client.ping(target_nodes=redis.asyncio.cluster.RedisCluster.PRIMARIES)
+
+    def after_fork(self) -> None:
+        # Forget the parent's sockets and slot map: the child connects afresh.
+        url_nodes = [
+            redis.asyncio.cluster.ClusterNode(node.host, node.port)
+            for node in self.client.nodes_manager.startup_nodes.values()
+        ]
+        kwargs = {
+            key: value
+            for key, value in self.client.get_connection_kwargs().items()
+            if key in _READER_OPTIONS
+        }
+        self.client = redis.asyncio.cluster.RedisCluster(startup_nodes=url_nodes, **kwargs)
+        self._initialized = False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
 # -- the backend (see relay.transport.registry) --------------------------------------
 
 
-def _no_asyncio() -> TypeError:
-    return TypeError(
-        "relay.AsyncRelay does not support Redis Cluster yet; use the threaded relay.Relay "
-        "with a redis+cluster:// URL"
-    )
-
-
-def from_url(url: str, asynchronous: bool, options: dict[str, Any]) -> ClusterTransport:
+def from_url(
+    url: str, asynchronous: bool, options: dict[str, Any]
+) -> ClusterTransport | AsyncClusterTransport:
     """The transport for a ``redis+cluster://`` or ``rediss+cluster://`` URL."""
     if asynchronous:
-        raise _no_asyncio()
+        return AsyncClusterTransport(url, **options)
     return ClusterTransport(url, **options)
 
 
-def from_client(client: Any, asynchronous: bool) -> ClusterTransport | None:
-    """The transport around a ``redis.cluster.RedisCluster``, else None."""
-    import redis.asyncio.cluster
-
+def from_client(
+    client: Any, asynchronous: bool
+) -> ClusterTransport | AsyncClusterTransport | None:
+    """The transport around a ``redis.cluster.RedisCluster`` (or its asyncio twin), else None."""
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
-        raise _no_asyncio()
+        if not asynchronous:
+            raise TypeError(
+                "client= is a redis.asyncio.cluster.RedisCluster: use it with relay.AsyncRelay; "
+                "the threaded Relay takes a redis.cluster.RedisCluster"
+            )
+        return AsyncClusterTransport(client=client)
     if isinstance(client, redis.cluster.RedisCluster):
         if asynchronous:
-            raise _no_asyncio()
+            raise TypeError(
+                "client= is a redis.cluster.RedisCluster: AsyncRelay takes a "
+                "redis.asyncio.cluster.RedisCluster"
+            )
         return ClusterTransport(client=client)
     return None
