@@ -317,3 +317,25 @@ def test_a_cluster_fault_mid_stream_loses_nothing_durably_and_reports_every_loss
     else:
         assert reported == lost
         assert stats["missed"] == len(lost)
+
+
+def test_the_relay_command_sends_and_monitors_through_a_cluster_url(
+    cluster: RedisCluster, namespace: str
+) -> None:
+    listener = Listener(cluster.url, namespace, ("cluster.cli",), durable=False)
+    with listener.bridge:
+        result = subprocess.run(
+            [sys.executable, "-m", "relay", "send", "cluster.cli", "n=7", "--redis-url",
+             cluster.url, "--namespace", namespace],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: listener.fired["cluster.cli"] == ["7"])
+    listener.close()
+    watch_all = subprocess.run(
+        [sys.executable, "-m", "relay", "monitor", "--redis-url", cluster.url,
+         "--namespace", namespace, "--count", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert watch_all.returncode == 2
+    assert "name the signals to watch" in watch_all.stderr
