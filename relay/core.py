@@ -1286,7 +1286,10 @@ class Bridge:
                 if not restored or attempts > 1:
                     yield ops.Reconnect(subscription)
                 if self.durable:
-                    yield from self._catch_up_steps()
+                    # A subscription that knows which channels it lost (one
+                    # reader of several, in a cluster) names them.
+                    lost = getattr(subscription, "restored_channels", None)
+                    yield from self._catch_up_steps(only=lost)
             except TransportError as again:
                 if self.max_reconnect_attempts is not None and (
                     attempts >= self.max_reconnect_attempts
@@ -1434,15 +1437,15 @@ class Bridge:
                     self._since.setdefault(channel, end)
 
     def _catch_up_steps(
-        self, skip: Iterable[str] = (), only: str | None = None
+        self, skip: Iterable[str] = (), only: Iterable[str] | None = None
     ) -> _Steps[None]:
         """
         Fire, in order, what the durable logs hold that this process has not
         handled (skipping the logs whose keys are in ``skip``; with ``only``,
-        just the log of that channel).
+        just the logs of those channels).
         """
         skipped = set(skip)
-        channels = self._subscribed if only is None else {only}
+        channels = self._subscribed if only is None else set(only) & self._subscribed
         for ref in self._log_refs(channels):
             if ref.log.key in skipped:
                 continue
@@ -1501,7 +1504,7 @@ class Bridge:
         be read, the loss is reported instead.
         """
         try:
-            yield from self._catch_up_steps(only=channel)
+            yield from self._catch_up_steps(only=None if channel is None else [channel])
         except TransportError as exc:
             self._log.warning(
                 "recover",

@@ -185,7 +185,10 @@ def test_async_relay_on_a_cluster_relays_two_shards_through_a_fault(
         try:
             async with bridge:
                 processes = [
-                    producer(cluster.url, namespace, name, count, 500, durable) for name in names
+                    await asyncio.to_thread(
+                        producer, cluster.url, namespace, name, count, 500, durable
+                    )
+                    for name in names
                 ]
                 while len(fired[names[0]]) < 200:
                     await asyncio.sleep(0.01)
@@ -229,12 +232,17 @@ def test_signals_on_two_shards_are_relayed_each_on_its_own_shard(
     names = two_shard_names(namespace, cluster)
     # One node is enough: the client discovers the rest.
     url = "redis+cluster://" + "{}:{}".format(*cluster.startup_nodes[-1])
-    listener = Listener(url, namespace, names, durable=durable)
+    # More signals than primaries: some reader holds several channels (of several slots).
+    extras = tuple(f"cluster.x{i}" for i in range(6))
+    listener = Listener(url, namespace, names + extras, durable=durable)
     assert isinstance(listener.bridge.transport, ClusterTransport)
     with pytest.raises(ValueError, match="hash tag"):
         listener.bridge.register(Signal(name="bad.{name}"))
     with listener.bridge:
-        for name in names:
+        late = Signal(name="cluster.late")  # subscribed while running
+        late.connect(lambda sender, **kwargs: None, weak=False)
+        listener.bridge.register(late)
+        for name in (*names, *extras, "cluster.late"):
             channel = channel_for(namespace, name, sharded=True)
             owner = cluster.primary_for(channel)
             with owner.client(decode=False) as client:

@@ -37,7 +37,7 @@ import select
 import time
 from collections.abc import Collection, Sequence
 from contextlib import suppress
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import redis
@@ -176,6 +176,18 @@ def _hide_password(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{tail}" if ":" in credentials else url
 
 
+_R = TypeVar("_R")
+
+
+def _rotated(readers: dict[str, _R], turn: int) -> list[tuple[str, _R]]:
+    """The readers, starting with the ``turn``-th (modulo their number)."""
+    items = list(readers.items())
+    if not items:
+        return items
+    start = turn % len(items)
+    return items[start:] + items[:start]
+
+
 class _Reader:
     """The subscribed connection to one primary."""
 
@@ -207,6 +219,11 @@ class ClusterSubscription(Subscription):
         self._readers: dict[str, _Reader] = {}  # node name -> reader
         self._home: dict[str, str] = {}  # channel -> node name
         self._broken: set[str] = set()  # readers whose connection failed
+        self._turn = 0  # which reader get() asks first
+        #: After a ``Resubscribed`` or ``reconnect()``, the channels whose
+        #: subscription was lost and made again (None: all of them), so that
+        #: the bridge catches up on those only: the other readers lost nothing.
+        self.restored_channels: set[str] | None = None
         self.last_activity = time.monotonic()
 
     # -- subscribing
@@ -225,19 +242,8 @@ class ClusterSubscription(Subscription):
             return
         self._channels.difference_update(gone)
         with translated(self.description):
-            for node, reader in self._by_reader(gone).items():
-                reader.channels.difference_update(gone)
-                for channel in gone:
-                    if self._home.get(channel) == node:
-                        del self._home[channel]
-                reader.pubsub.sunsubscribe(*[c for c in gone if c not in reader.channels])
-
-    def _by_reader(self, channels: Collection[str]) -> dict[str, _Reader]:
-        return {
-            node: reader
-            for node, reader in self._readers.items()
-            if any(c in reader.channels for c in channels)
-        }
+            for channel in gone:
+                self._leave(channel)
 
     def _primary_of(self, channel: str) -> tuple[str, str, int]:
         node = self._transport.client.get_node_from_key(channel)
@@ -249,8 +255,12 @@ class ClusterSubscription(Subscription):
             reader = self._readers[name] = _Reader(self._transport.node_client(host, port))
         return reader
 
-    def _place(self, channels: Collection[str]) -> None:
-        """Subscribe ``channels`` on their primaries (after unsubscribing them elsewhere)."""
+    def _place(self, channels: Collection[str]) -> set[str]:
+        """
+        Subscribe ``channels`` on their primaries (after unsubscribing them
+        elsewhere); return those that were not subscribed there already.
+        """
+        placed: set[str] = set()
         with translated():
             groups: dict[tuple[str, str, int], list[str]] = {}
             for channel in sorted(channels):
@@ -264,17 +274,21 @@ class ClusterSubscription(Subscription):
                 if not todo:
                     continue
                 try:
-                    reader.pubsub.ssubscribe(*todo)
+                    # One command per channel: a command's channels must share a slot.
+                    for channel in todo:
+                        reader.pubsub.ssubscribe(channel)
                     self._await_confirmations(reader, set(todo))
                 except BaseException:
                     self._drop(name)
                     self._broken.add(name)
                     raise
                 reader.channels.update(todo)
+                placed.update(todo)
                 for channel in todo:
                     self._home[channel] = name
             for name in [n for n, r in self._readers.items() if not r.channels]:
                 self._readers.pop(name).close()
+        return placed
 
     def _leave(self, channel: str) -> None:
         """Unsubscribe ``channel`` from the node it is subscribed on (if it still answers)."""
@@ -311,9 +325,10 @@ class ClusterSubscription(Subscription):
     def get(self, timeout: float) -> tuple[str, bytes] | None:
         deadline = time.monotonic() + timeout
         while True:
-            for name, reader in list(self._readers.items()):
+            for name, reader in _rotated(self._readers, self._turn):
                 received = self._poll(name, reader)
                 if received is not None:
+                    self._turn += 1  # the next call starts with the next reader: none starves
                     return received
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -352,6 +367,7 @@ class ClusterSubscription(Subscription):
         if kind == "ssubscribe":
             channel = text(message["channel"])
             if self._home.get(channel) == name:
+                self.restored_channels = set(reader.channels)
                 reader.restored.confirmed(channel, set(reader.channels))
         elif kind == "sunsubscribe":
             channel = text(message["channel"])
@@ -366,7 +382,7 @@ class ClusterSubscription(Subscription):
         """Refresh the slot map and subscribe every channel on its primary; raise Resubscribed."""
         try:
             self._transport.refresh()
-            self._place(self._channels)
+            self.restored_channels = self._place(self._channels)
         except TransportError:
             raise
         except Exception as exc:
@@ -381,15 +397,16 @@ class ClusterSubscription(Subscription):
     def reconnect(self) -> None:
         # A failed reader is replaced and its channels re-homed; the readers of
         # the other primaries go on. Anything else (a PING unanswered) starts over.
-        if self._broken:
+        partial = bool(self._broken)
+        if partial:
             for name in self._broken:
                 self._drop(name)
         else:
             self.close()
         with translated(self.description):
             self._transport.refresh()
-        if self._channels:
-            self._place(self._channels)
+        placed = self._place(self._channels) if self._channels else set()
+        self.restored_channels = placed if partial else None
         self._broken.clear()
         self.last_activity = time.monotonic()
 
@@ -609,6 +626,8 @@ class AsyncClusterSubscription(AsyncSubscription):
         self._readers: dict[str, _AsyncReader] = {}
         self._home: dict[str, str] = {}
         self._broken: set[str] = set()
+        self._turn = 0
+        self.restored_channels: set[str] | None = None
         self.last_activity = time.monotonic()
 
     async def subscribe(self, channels: Collection[str]) -> None:
@@ -624,17 +643,11 @@ class AsyncClusterSubscription(AsyncSubscription):
             return
         self._channels.difference_update(gone)
         with translated(self.description):
-            for node, reader in list(self._readers.items()):
-                mine = [c for c in gone if c in reader.channels]
-                if not mine:
-                    continue
-                reader.channels.difference_update(mine)
-                for channel in mine:
-                    if self._home.get(channel) == node:
-                        del self._home[channel]
-                await reader.pubsub.sunsubscribe(*mine)
+            for channel in gone:
+                await self._leave(channel)
 
-    async def _place(self, channels: Collection[str]) -> None:
+    async def _place(self, channels: Collection[str]) -> set[str]:
+        placed: set[str] = set()
         with translated():
             client = await self._transport.ready()
             groups: dict[tuple[str, str, int], list[str]] = {}
@@ -654,17 +667,20 @@ class AsyncClusterSubscription(AsyncSubscription):
                 if not todo:
                     continue
                 try:
-                    await reader.pubsub.ssubscribe(*todo)
+                    for channel in todo:  # a command's channels must share a slot
+                        await reader.pubsub.ssubscribe(channel)
                     await self._await_confirmations(reader, set(todo))
                 except BaseException:
                     await self._drop(name)
                     self._broken.add(name)
                     raise
                 reader.channels.update(todo)
+                placed.update(todo)
                 for channel in todo:
                     self._home[channel] = name
             for name in [n for n, r in self._readers.items() if not r.channels]:
                 await self._readers.pop(name).close()
+        return placed
 
     async def _leave(self, channel: str) -> None:
         node = self._home.pop(channel, None)
@@ -697,9 +713,10 @@ class AsyncClusterSubscription(AsyncSubscription):
     async def get(self, timeout: float) -> tuple[str, bytes] | None:
         deadline = time.monotonic() + timeout
         while True:
-            for name, reader in list(self._readers.items()):
+            for name, reader in _rotated(self._readers, self._turn):
                 received = await self._poll(name, reader)
                 if received is not None:
+                    self._turn += 1
                     return received
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -732,6 +749,7 @@ class AsyncClusterSubscription(AsyncSubscription):
         if kind == "ssubscribe":
             channel = text(message["channel"])
             if self._home.get(channel) == name:
+                self.restored_channels = set(reader.channels)
                 reader.restored.confirmed(channel, set(reader.channels))
         elif kind == "sunsubscribe":
             channel = text(message["channel"])
@@ -744,7 +762,7 @@ class AsyncClusterSubscription(AsyncSubscription):
     async def _rehome(self, reason: str) -> NoReturn:
         try:
             await self._transport.refresh()
-            await self._place(self._channels)
+            self.restored_channels = await self._place(self._channels)
         except TransportError:
             raise
         except Exception as exc:
@@ -757,15 +775,16 @@ class AsyncClusterSubscription(AsyncSubscription):
                 await reader.pubsub.ping()
 
     async def reconnect(self) -> None:
-        if self._broken:
+        partial = bool(self._broken)
+        if partial:
             for name in self._broken:
                 await self._drop(name)
         else:
             await self.close()
         with translated(self.description):
             await self._transport.refresh()
-        if self._channels:
-            await self._place(self._channels)
+        placed = await self._place(self._channels) if self._channels else set()
+        self.restored_channels = placed if partial else None
         self._broken.clear()
         self.last_activity = time.monotonic()
 
