@@ -347,3 +347,59 @@ def test_the_relay_command_sends_and_monitors_through_a_cluster_url(
     )  # fmt: skip
     assert watch_all.returncode == 2
     assert "name the signals to watch" in watch_all.stderr
+
+
+def test_a_cluster_client_is_taken_as_it_is(cluster: RedisCluster, namespace: str) -> None:
+    import redis.asyncio.cluster
+
+    client = cluster.client()
+    bridge = Relay(client=client, namespace=namespace)
+    assert isinstance(bridge.transport, ClusterTransport)
+    bridge.close()
+    with pytest.raises(ValueError, match="decode_responses"):
+        Relay(client=cluster.client(decode_responses=True), namespace=namespace)
+    with pytest.raises(TypeError, match="AsyncRelay takes a"):
+        AsyncRelay(client=cluster.client(), namespace=namespace)
+    host, port = cluster.startup_nodes[0]
+    async_client = redis.asyncio.cluster.RedisCluster(host=host, port=port)
+    with pytest.raises(TypeError, match="use it with"):
+        Relay(client=async_client, namespace=namespace)
+    assert isinstance(
+        AsyncRelay(client=async_client, namespace=namespace).transport, AsyncClusterTransport
+    )
+
+
+def test_a_batch_to_several_shards_is_one_round_per_node(
+    cluster: RedisCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis.connection
+
+    from relay.transport.base import Log, Outgoing
+
+    names = two_shard_names(namespace, cluster)
+    transport = ClusterTransport(cluster.url)
+    transport.check()
+    rounds: Counter[int] = Counter()
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        rounds[self.port] += 1
+        original(self, command, check_health)
+
+    items = [
+        Outgoing(
+            channel_for(namespace, name, sharded=True), b"x", "ab", "o:1:ab", i,
+            Log(f"relay:{namespace}:log:{{{name}}}", 100),
+        )
+        for i in range(4)
+        for name in names
+    ]  # fmt: skip
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    transport.publish_many(items)
+    monkeypatch.undo()
+    owners = {cluster.primary_for(item.channel).port for item in items}
+    assert len(owners) == 2 and rounds == dict.fromkeys(owners, 1)
+    with cluster.client() as client:
+        for name in names:
+            assert client.xlen(f"relay:{namespace}:log:{{{name}}}") == 4
+    transport.close()

@@ -88,6 +88,11 @@ class Subscription(ABC):
 
     #: ``time.monotonic()`` when the broker last sent anything on this connection.
     last_activity: float
+    #: Optional: after a ``Resubscribed`` or a ``reconnect()``, the channels
+    #: whose messages may have been lost (None: every channel). A subscription
+    #: over several connections (one per Redis Cluster primary) sets it, so
+    #: that the durable catch-up reads only the logs of those channels.
+    restored_channels: set[str] | None = None
 
     @abstractmethod
     def subscribe(self, channels: Collection[str]) -> None:
