@@ -63,9 +63,10 @@ class _NoSubscription(Subscription):
 
 
 def test_every_documented_scheme_has_a_backend() -> None:
-    assert {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"} <= set(
-        registry.schemes()
-    )
+    assert {
+        "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+        "rediss+cluster",
+    } <= set(registry.schemes())  # fmt: skip
 
 
 def test_a_url_picks_its_backend_and_an_unknown_scheme_is_a_clear_error() -> None:
