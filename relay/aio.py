@@ -534,7 +534,7 @@ class AsyncRelay(Bridge):
         accepted = self._accept(channel, data, replay, defer=self.durable and not replay)
         if accepted is _DEFERRED:
             # See Relay._handle.
-            await self._drive(self._recover_from_log_steps())
+            await self._drive(self._recover_from_log_steps(channel))
             accepted = self._accept(channel, data, replay)
         if accepted is None:
             return 0

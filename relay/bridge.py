@@ -498,7 +498,7 @@ class Relay(Bridge):
         if accepted is _DEFERRED:
             # A loss: fire the missing messages from the log first, in order
             # (this frame among them, as it is logged before it is published).
-            self._drive(self._recover_from_log_steps())
+            self._drive(self._recover_from_log_steps(channel))
             accepted = self._accept(channel, data, replay)
         if accepted is None:
             return 0

@@ -204,6 +204,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), args.secret)
     try:
         return monitor(bridge, args.signal or None, as_json=args.json, limit=args.count)
+    except ValueError as exc:  # a cluster: name the signals
+        raise UsageError(str(exc)) from None
     finally:
         bridge.close()
 

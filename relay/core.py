@@ -162,9 +162,22 @@ def predecessors(bridge: Bridge) -> list[threading.Event]:
 origin.after_fork(_renew_lock_after_fork)
 
 
-def channel_for(namespace: str, name: str) -> str:
-    """The pub/sub channel of signal ``name`` on ``namespace``."""
+def channel_for(namespace: str, name: str, sharded: bool = False) -> str:
+    """
+    The pub/sub channel of signal ``name`` on ``namespace``; ``sharded`` (a
+    Redis Cluster) puts the name in a hash tag, so that the signal's channel
+    and keys share one slot.
+    """
+    if sharded:
+        return f"{_CHANNEL_PREFIX}:{namespace}:{{{name}}}"
     return f"{_CHANNEL_PREFIX}:{namespace}:{name}"
+
+
+class _LogRef(NamedTuple):
+    """A durable log, and the key of this worker's cursor in it (None without ``worker_id``)."""
+
+    log: Log
+    cursor: str | None
 
 
 def signing_key(namespace: str, secret: str | bytes) -> bytes:
@@ -243,7 +256,9 @@ class _Outbox:
         self.bridge = bridge
         self.namespace = bridge.namespace
         self.name = name
-        self.channel = channel_for(bridge.namespace, name)
+        self.channel = channel_for(bridge.namespace, name, bridge._sharded)
+        #: Its own durable log (sharded, durable), else None: the namespace's.
+        self.log = bridge._signal_log(name)
         self.renew_origin()
 
     def renew_origin(self) -> None:
@@ -304,7 +319,14 @@ def _frames(
         data = wire.build_frame(prefix, run, key=key, started_at=outbox.numbering.started_at)
         if logged:
             frames.append(
-                Outgoing(outbox.channel, data, ",".join(i.hex() for i in ids), origin_id, last_seq)
+                Outgoing(
+                    outbox.channel,
+                    data,
+                    ",".join(i.hex() for i in ids),
+                    origin_id,
+                    last_seq,
+                    outbox.log,
+                )
             )
         else:
             frames.append(Outgoing(outbox.channel, data))
@@ -540,6 +562,14 @@ class Bridge:
                 f"takes ({transport.max_payload} bytes)"
             )
         self.transport = transport
+        # A sharded broker (Redis Cluster): each signal's channel and keys go
+        # under the hash tag {<signal name>}, and each signal has its own log.
+        self._sharded = bool(getattr(transport, "sharded", False))
+        if self._sharded and ("{" in self.namespace or "}" in self.namespace):
+            raise ValueError(
+                f"namespace {self.namespace!r} may not contain '{{' or '}}' on "
+                f"{transport.description}: relay puts hash tags in the key names"
+            )
         self.publish_mode = publish
         self.max_queue = max_queue
         self.queue_wait = queue_wait
@@ -558,11 +588,15 @@ class Bridge:
             raise ValueError("worker_id= only means something with durable=True")
         self.durable = durable
         self.worker_id = worker_id
+        self.retention = retention
+        self.retention_seconds = retention_seconds
         self._durable_log = (
             Log(f"{_CHANNEL_PREFIX}:{self.namespace}:log", retention, retention_seconds)
             if durable
             else None
         )
+        # What publish_many() is given: sharded, each frame carries its log.
+        self._publish_log = None if self._sharded else self._durable_log
         if secret is not None and secrets is not None:
             raise TypeError("pass secret= or secrets=, not both")
         all_secrets = [secret] if secret is not None else list(secrets or ())
@@ -591,8 +625,11 @@ class Bridge:
         # (what is older was sent before this process listened), and the
         # position up to which every entry of the log has been handled.
         self._since: dict[str, str] = {}
-        self._verified: str | None = None
-        self._cursor_id: str | None = None  # worker_id: the last message fired
+        # Per log key (one log per namespace, or per signal when sharded);
+        # None until the listener has found where to resume.
+        self._verified: dict[str, str] | None = None
+        # worker_id: the last message fired, per log key (None: none recorded).
+        self._cursor_ids: dict[str, str | None] = {}
         # scope="once": the claims this process holds (it renews their leases),
         # the claims of other processes it watches, by due time, and whether
         # it reaps leases nobody finished.
@@ -683,6 +720,11 @@ class Bridge:
                 "name; register it under that name"
             )
         name = _check_name(name)
+        if self._sharded and ("{" in name or "}" in name):
+            raise ValueError(
+                f"signal name {name!r} may not contain '{{' or '}}' on "
+                f"{self.transport.description}: relay puts each signal's name in a hash tag"
+            )
         with self._lock:
             self._check_open()
             if self._signals.get(name) is signal:
@@ -975,8 +1017,9 @@ class Bridge:
         won = _Won([], [], [])
         for call in calls:
             claim = self._claim_key(message, call[3])
+            leases = self._leases_for(message.signal)
             try:
-                mine = yield ops.Call("claim", (claim, self.once_lease, self._leases_key))
+                mine = yield ops.Call("claim", (claim, self.once_lease, leases))
             except TransportError as exc:
                 self._stats.add("once_errors")
                 self._log.warning(
@@ -992,7 +1035,35 @@ class Bridge:
         return won
 
     def _claim_key(self, message: wire.Message, receiver_key: str) -> str:
+        if self._sharded:
+            return (
+                f"{_CHANNEL_PREFIX}:{self.namespace}:once:{{{message.signal}}}:"
+                f"{message.id}:{receiver_key}"
+            )
         return f"{_CHANNEL_PREFIX}:{self.namespace}:once:{message.id}:{receiver_key}"
+
+    def _leases_for(self, name: str) -> str:
+        """The sorted set of the leases of signal ``name``'s once claims."""
+        if self._sharded:
+            return f"{self._leases_key}:{{{name}}}"
+        return self._leases_key
+
+    def _leases_of_claim(self, claim: str) -> str:
+        """The leases ``claim`` (a ``_claim_key``) is recorded in."""
+        if not self._sharded:
+            return self._leases_key
+        prefix = f"{_CHANNEL_PREFIX}:{self.namespace}:once:{{"
+        return self._leases_for(claim[len(prefix) : claim.index("}", len(prefix))])
+
+    def _all_leases(self) -> list[str]:
+        """Every leases key this process reaps: those of the signals with once receivers."""
+        if not self._sharded:
+            return [self._leases_key]
+        return sorted(
+            self._leases_for(name)
+            for name, signal in list(self._signals.items())
+            if _has_once_receivers(signal)
+        )
 
     def _hold(self, claim: str) -> None:
         """Keep renewing ``claim`` until it is finished (see ``_renew_steps``)."""
@@ -1008,7 +1079,9 @@ class Bridge:
         for claim in claims:
             self._held.pop(claim, None)
             try:
-                yield ops.Call("finish", (claim, "done", self.once_ttl, self._leases_key))
+                yield ops.Call(
+                    "finish", (claim, "done", self.once_ttl, self._leases_of_claim(claim))
+                )
             except TransportError as exc:
                 self._stats.add("once_errors")
                 self._log.warning(
@@ -1020,10 +1093,12 @@ class Bridge:
 
     def _renew_steps(self) -> _Steps[None]:
         """Extend the leases of the once receivers running here (see ``_finish_steps``)."""
-        claims = list(self._held)
-        if claims:
+        groups: dict[str, list[str]] = {}
+        for claim in list(self._held):
+            groups.setdefault(self._leases_of_claim(claim), []).append(claim)
+        for leases, claims in groups.items():
             try:
-                yield ops.Call("renew", (claims, self.once_lease, self._leases_key))
+                yield ops.Call("renew", (claims, self.once_lease, leases))
             except TransportError as exc:
                 self._log.warning(
                     "once-renew", "relay could not renew the lease of a once receiver (%s)", exc
@@ -1065,7 +1140,9 @@ class Bridge:
                     if state == "done":
                         continue
                     if state is None and (
-                        yield ops.Call("claim", (claim, self.once_lease, self._leases_key))
+                        yield ops.Call(
+                            "claim", (claim, self.once_lease, self._leases_of_claim(claim))
+                        )
                     ):
                         self._hold(claim)
                         self._stats.add("once_retried")
@@ -1089,7 +1166,10 @@ class Bridge:
             self._log.warning("once-watch", "relay could not check once claims (%s)", exc)
 
     def _reap_steps(self) -> _Steps[None]:
-        leases = self._leases_key
+        for leases in self._all_leases():
+            yield from self._reap_leases_steps(leases)
+
+    def _reap_leases_steps(self, leases: str) -> _Steps[None]:
         # A lease over for a whole lease period was taken over by nobody.
         overdue = yield ops.Call("overdue", (leases, time.time() - self.once_lease, 100))
         if not overdue:
@@ -1112,7 +1192,7 @@ class Bridge:
             self._frame_prefix, [item], self.max_frame_size, self._key, self.durable
         )
         try:
-            yield ops.Call("publish_many", (frames, self._durable_log))
+            yield ops.Call("publish_many", (frames, self._publish_log))
         except TransportError:
             self._stats.add("publish_errors")
             self._stats.add("dropped")
@@ -1125,7 +1205,7 @@ class Bridge:
         failures = 0
         while True:
             try:
-                yield ops.Call("publish_many", (frames, self._durable_log))
+                yield ops.Call("publish_many", (frames, self._publish_log))
             except TransportError as exc:
                 self._stats.add("publish_errors")
                 self._publisher_connected = False
@@ -1210,7 +1290,10 @@ class Bridge:
                 if not restored or attempts > 1:
                     yield ops.Reconnect(subscription)
                 if self.durable:
-                    yield from self._catch_up_steps()
+                    # A subscription that knows which channels it lost (one
+                    # reader of several, in a cluster) names them.
+                    lost = getattr(subscription, "restored_channels", None)
+                    yield from self._catch_up_steps(only=lost)
             except TransportError as again:
                 if self.max_reconnect_attempts is not None and (
                     attempts >= self.max_reconnect_attempts
@@ -1239,74 +1322,155 @@ class Bridge:
 
     # -- durable mode (shared) ------------------------------------------------
 
-    def _cursor_key(self) -> str:
+    def _signal_log(self, name: str) -> Log | None:
+        """Signal ``name``'s own durable log (sharded, durable), else None."""
+        if not (self._sharded and self.durable):
+            return None
+        return Log(
+            f"{_CHANNEL_PREFIX}:{self.namespace}:log:{{{name}}}",
+            self.retention,
+            self.retention_seconds,
+        )
+
+    def _cursor_key(self, name: str | None = None) -> str:
+        if self._sharded:
+            return f"{_CHANNEL_PREFIX}:{self.namespace}:cursor:{self.worker_id}:{{{name}}}"
         return f"{_CHANNEL_PREFIX}:{self.namespace}:cursor:{self.worker_id}"
+
+    def _log_ref(self, name: str) -> _LogRef:
+        """The durable log signal ``name`` is kept in, and this worker's cursor there."""
+        cursor = None if self.worker_id is None else self._cursor_key(name)
+        if self._sharded:
+            log = self._outboxes[name].log
+            assert log is not None
+            return _LogRef(log, cursor)
+        assert self._durable_log is not None
+        return _LogRef(self._durable_log, cursor)
+
+    def _log_refs(self, channels: Iterable[str]) -> list[_LogRef]:
+        """The logs of ``channels`` (always the namespace's one, unsharded), by key."""
+        if not self._sharded:
+            assert self._durable_log is not None
+            cursor = None if self.worker_id is None else self._cursor_key()
+            return [_LogRef(self._durable_log, cursor)]
+        refs: dict[str, _LogRef] = {}
+        for channel in channels:
+            name = self._channels.get(channel)
+            if name is not None and name in self._outboxes:
+                ref = self._log_ref(name)
+                refs[ref.log.key] = ref
+        return [refs[key] for key in sorted(refs)]
+
+    def _log_key_of(self, channel: str) -> str | None:
+        name = self._channels.get(channel)
+        if name is None:
+            return None
+        if not self._sharded:
+            assert self._durable_log is not None
+            return self._durable_log.key
+        return self._log_ref(name).log.key
 
     def _start_durable_steps(self) -> _Steps[None]:
         """
-        Find where to resume: after this worker's last message, else where the
-        log ends now; catch up from there.
+        Find where to resume in each log: after this worker's last message,
+        else where the log ends now; catch up from there.
         """
+        restarted = self._verified is not None
+        positions = dict(self._verified or {})
+        fresh: set[str] = set()  # logs started from their end: nothing to catch up on
         while True:
             try:
-                if self.worker_id is not None and self._cursor_id is None:
-                    self._cursor_id = yield ops.Call("get_value", (self._cursor_key(),))
-                if self._verified is None:
+                for ref in self._log_refs(self._subscribed):
+                    key = ref.log.key
+                    if key in positions:
+                        continue
                     resume = None
-                    if self._cursor_id is not None:
-                        resume = yield from self._find_in_log_steps(self._cursor_id)
-                        if resume is None:
-                            logger.warning(
-                                "relay: the last message this worker saw is no longer in the "
-                                "durable log; replaying all it retains"
-                            )
-                            resume = "0-0"
-                    self._verified = resume or (yield from self._log_end_steps())
-                    fresh_start = resume is None
-                else:
-                    fresh_start = False  # started again: catch up on what came meanwhile
+                    if ref.cursor is not None:
+                        if key not in self._cursor_ids:
+                            self._cursor_ids[key] = yield ops.Call("get_value", (ref.cursor,))
+                        cursor_id = self._cursor_ids[key]
+                        if cursor_id is not None:
+                            resume = yield from self._find_in_log_steps(ref.log, cursor_id)
+                            if resume is None:
+                                logger.warning(
+                                    "relay: the last message this worker saw is no longer in "
+                                    "the durable log; replaying all it retains"
+                                )
+                                resume = "0-0"
+                    if resume is None:
+                        fresh.add(key)
+                    positions[key] = resume or (yield from self._log_end_steps(ref.log))
+                self._verified = positions
                 for channel in self._subscribed:
-                    self._since.setdefault(channel, self._verified)
-                if not fresh_start:
-                    yield from self._catch_up_steps()
+                    log_key = self._log_key_of(channel)
+                    if log_key is not None and log_key in positions:
+                        self._since.setdefault(channel, positions[log_key])
+                if restarted or len(fresh) < len(positions):
+                    yield from self._catch_up_steps(skip=() if restarted else fresh)
                 return
             except TransportError as exc:
                 self._log.warning("durable", "relay listener cannot read the durable log (%s)", exc)
                 if (yield ops.Wait(1.0)):
                     return
 
-    def _log_end_steps(self) -> _Steps[str]:
-        """The position of the newest entry of the log ("0-0" for an empty log)."""
-        newest = yield ops.Call("read_log_backwards", (self._durable_log, None, 1))
+    def _log_end_steps(self, log: Log) -> _Steps[str]:
+        """The position of the newest entry of ``log`` ("0-0" for an empty log)."""
+        newest = yield ops.Call("read_log_backwards", (log, None, 1))
         return str(newest[0].position) if newest else "0-0"
 
     def _subscribed_steps(self, channels: Iterable[str]) -> _Steps[None]:
-        """Note when ``channels`` were subscribed (and, durable, where the log ended then)."""
+        """Note when ``channels`` were subscribed (and, durable, where their logs ended then)."""
         now = time.time()
         fresh = [c for c in channels if c not in self._subscribed_at]
         for channel in fresh:
             self._subscribed_at[channel] = now
-        if self.durable and self._verified is not None and fresh:
+        verified = self._verified
+        if not (self.durable and verified is not None and fresh):
+            return
+        for ref in self._log_refs(fresh):
+            key = ref.log.key
             try:
-                end = yield from self._log_end_steps()
+                end = yield from self._log_end_steps(ref.log)
             except TransportError:
-                end = self._verified  # replay what came since the last catch-up: late, not lost
+                # Replay what came since the last catch-up (or since a little
+                # before now, for a new log): late, not lost.
+                end = verified.get(key) or f"{int((now - self.clock_skew) * 1000)}-0"
+            verified.setdefault(key, end)
             for channel in fresh:
-                self._since.setdefault(channel, end)
+                if self._log_key_of(channel) == key:
+                    self._since.setdefault(channel, end)
 
-    def _catch_up_steps(self) -> _Steps[None]:
+    def _catch_up_steps(
+        self, skip: Iterable[str] = (), only: Iterable[str] | None = None
+    ) -> _Steps[None]:
         """
-        Fire, in order, what the durable log holds that this process has not
-        handled: every entry after the last position handled, up to where
-        the log ends now, skipping what was sent on a channel before this
-        process subscribed to it and what it has fired already.
+        Fire, in order, what the durable logs hold that this process has not
+        handled (skipping the logs whose keys are in ``skip``; with ``only``,
+        just the logs of those channels).
         """
-        log = self._durable_log
-        assert log is not None
-        after = self._verified or "0-0"
-        end = yield from self._log_end_steps()
+        skipped = set(skip)
+        channels = self._subscribed if only is None else set(only) & self._subscribed
+        for ref in self._log_refs(channels):
+            if ref.log.key in skipped:
+                continue
+            if (yield from self._catch_up_log_steps(ref.log)):
+                return
+
+    def _catch_up_log_steps(self, log: Log) -> _Steps[bool]:
+        """
+        Fire, in order, what ``log`` holds that this process has not handled:
+        every entry after the last position handled, up to where the log
+        ends now, skipping what was sent on a channel before this process
+        subscribed to it and what it has fired already. True if stopped.
+        """
+        if self._verified is None:
+            self._verified = {}
+        verified = self._verified
+        after = verified.get(log.key) or "0-0"
+        end = yield from self._log_end_steps(log)
         end_key = _position(end)
         replayed = 0
+        stopped = False
         while _position(after) < end_key:
             entries = yield ops.Call("read_log", (log, after, _LOG_BATCH))
             if not entries:
@@ -1325,21 +1489,26 @@ class Bridge:
                         # As on the live path: count it and go on.
                         self._stats.add("listener_errors")
                         logger.exception("relay listener could not handle a logged message")
-                after = self._verified = entry.position
+                after = verified[log.key] = entry.position
             if fired:
                 self._stats.add("replayed", fired)
                 replayed += fired
             if (yield ops.Stopping()):
+                stopped = True
                 break
         else:
-            self._verified = end if _position(end) > _position(after) else after
+            verified[log.key] = end if _position(end) > _position(after) else after
         if replayed:
             logger.info("relay listener replayed %d missed messages from the log", replayed)
+        return stopped
 
-    def _recover_from_log_steps(self) -> _Steps[None]:
-        """Catch up after a loss; if the log cannot be read, the loss is reported instead."""
+    def _recover_from_log_steps(self, channel: str | None = None) -> _Steps[None]:
+        """
+        Catch up after a loss (on ``channel``'s log, or all); if the log cannot
+        be read, the loss is reported instead.
+        """
         try:
-            yield from self._catch_up_steps()
+            yield from self._catch_up_steps(only=None if channel is None else [channel])
         except TransportError as exc:
             self._log.warning(
                 "recover",
@@ -1360,9 +1529,7 @@ class Bridge:
                 return False  # fired already: no need to decode it
         return True
 
-    def _find_in_log_steps(self, message_id: str) -> _Steps[str | None]:
-        log = self._durable_log
-        assert log is not None
+    def _find_in_log_steps(self, log: Log, message_id: str) -> _Steps[str | None]:
         before = None
         while True:
             entries = yield ops.Call("read_log_backwards", (log, before, _LOG_BATCH))
@@ -1374,9 +1541,10 @@ class Bridge:
             before = entries[-1].position
 
     def _remember_steps(self, message: wire.Message) -> _Steps[None]:
-        self._cursor_id = message.id
+        ref = self._log_ref(message.signal)
+        self._cursor_ids[ref.log.key] = message.id
         try:
-            yield ops.Call("set_value", (self._cursor_key(), message.id))
+            yield ops.Call("set_value", (ref.cursor, message.id))
         except TransportError as exc:
             self._log.warning("cursor", "relay could not record this worker's place (%s)", exc)
 
@@ -1393,7 +1561,8 @@ class Bridge:
         self._subscribed = set()
         self._subscribed_at = {}
         self._since = {}
-        self._verified = self._cursor_id = None
+        self._verified = None
+        self._cursor_ids = {}
         self._held = {}
         self._watched = []
         self.transport.after_fork()

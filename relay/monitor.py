@@ -94,9 +94,15 @@ def monitor(
 
     Returns 0.
     """
+    sharded = bridge.transport.sharded
+    if sharded and not signals:
+        raise ValueError(
+            f"{bridge.transport.description} has sharded pub/sub, which takes no channel "
+            "patterns: name the signals to watch"
+        )
     subscription = bridge.transport.subscription()
     if signals:
-        subscription.subscribe([channel_for(bridge.namespace, name) for name in signals])
+        subscription.subscribe([channel_for(bridge.namespace, name, sharded) for name in signals])
     else:
         subscription.psubscribe([channel_for(bridge.namespace, "*")])
     printed = failures = 0

@@ -264,8 +264,8 @@ def test_misconfigurations_fail_the_checks_and_the_worker(project: Project) -> N
     for expected in (
         "settings.RELAY: (relay.E002) RELAY has an unknown key 'MODLES'.",
         "HINT: Did you mean 'MODELS'?",
-        "(relay.E003) RELAY['URL'] must be a redis://, redis+sentinel://, rediss://, "
-        "rediss+sentinel://, unix:// URL, not one with http://.",
+        "(relay.E003) RELAY['URL'] must be a redis://, redis+cluster://, redis+sentinel://, "
+        "rediss://, rediss+cluster://, rediss+sentinel://, unix:// URL, not one with http://.",
         "(relay.E004) RELAY['NAMESPACE'] 'a:b' may not contain ':' or whitespace.",
         "(relay.E009) RELAY['AUTOSTART'] must be True or False, not 'yes'.",
         "(relay.E011) RELAY['OPTIONS'] has 'durabel', which relay.Relay() does not accept.",

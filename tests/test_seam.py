@@ -63,9 +63,10 @@ class _NoSubscription(Subscription):
 
 
 def test_every_documented_scheme_has_a_backend() -> None:
-    assert {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"} <= set(
-        registry.schemes()
-    )
+    assert {
+        "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+        "rediss+cluster",
+    } <= set(registry.schemes())  # fmt: skip
 
 
 def test_a_url_picks_its_backend_and_an_unknown_scheme_is_a_clear_error() -> None:
@@ -182,3 +183,64 @@ def test_bad_sentinel_urls_say_what_is_wrong(url: str, why: str) -> None:
         parse_url(url)
     assert why in str(error.value)
     assert "secret" not in str(error.value)
+
+
+class ShardedFake(RedisTransport):
+    """A one-server transport that names keys as a Redis Cluster's would (hash tags)."""
+
+    sharded = True
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_a_sharded_transport_puts_every_key_of_a_signal_under_its_hash_tag() -> None:
+    import time
+
+    import fakeredis
+
+    from relay import wire
+    from relay.core import channel_for
+
+    client = fakeredis.FakeRedis()
+    transport = ShardedFake(client=client)
+    channel = channel_for("ns", "a.b", sharded=True)
+    assert channel == "relay:ns:{a.b}" and channel_for("ns", "a.b") == "relay:ns:a.b"
+    log = Log("relay:ns:log:{a.b}", 1000)
+    fired: list[int] = []
+    signal = Signal(name="a.b")
+    signal.connect(
+        lambda sender, n, **kw: fired.append(n), weak=False, dispatch_uid="r", scope="once"
+    )
+    bridge = Relay(transport=transport, namespace="ns", durable=True, worker_id="w1")
+    bridge.register(signal)
+    with pytest.raises(ValueError, match="hash tag"):
+        bridge.register(Signal(name="x.{y}"))
+
+    def foreign(seq: int) -> Outgoing:
+        message_id = (1000 + seq).to_bytes(16, "big")
+        kwargs = wire.encode_kwargs({"n": seq})
+        frame = wire.encode_frame([(message_id, "far:1:ab", seq, "a.b", None, time.time(), kwargs)])
+        return Outgoing(channel, frame, message_id.hex(), "far:1:ab", seq, log)
+
+    with bridge:
+        _wait(lambda: bridge._verified is not None)
+        signal.send(None, n=0)  # its own: only the once receiver fires, after claiming
+        transport.publish_many([foreign(1)])
+        _wait(lambda: sorted(fired) == [0, 1])
+    transport.publish_many([foreign(2)])  # logged while the bridge is stopped
+    with bridge:
+        _wait(lambda: sorted(fired) == [0, 1, 2])  # caught up from the signal's own log
+    keys = {key.decode() for key in client.keys("*")}
+    assert "relay:ns:log" not in keys and "relay:ns:once:leases" not in keys
+    assert {"relay:ns:log:{a.b}", "relay:ns:cursor:w1:{a.b}"} <= keys
+    claims = {key for key in keys if key.startswith("relay:ns:once:{a.b}:")}
+    assert len(claims) == 3 and all(key.endswith(":r") for key in claims)
+    assert client.get("relay:ns:cursor:w1:{a.b}") == (1002).to_bytes(16, "big").hex().encode()
+    bridge.close()

@@ -5,7 +5,8 @@ The threaded bridge only ever talks to ``Transport`` and ``Subscription``
 (plus ``DurableLog`` in durable mode and ``Claims`` for ``scope="once"``), the
 asyncio bridge to their ``Async`` twins; see ``relay.transport.base``.
 ``relay.transport.registry`` picks a backend by URL scheme or client:
-``relay.transport.redis`` (one server) and ``relay.transport.sentinel``.
+``relay.transport.redis`` (one server), ``relay.transport.sentinel`` and
+``relay.transport.cluster`` (Redis Cluster, sharded pub/sub).
 """
 
 from relay.transport.base import (

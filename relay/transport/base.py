@@ -46,6 +46,9 @@ class Outgoing(NamedTuple):
     ids: str = ""
     origin: str = ""
     last: int = 0
+    #: The durable log of this payload, if not the one given to ``publish_many``
+    #: (a sharded transport keeps one log per signal).
+    log: Log | None = None
 
 
 class LogEntry(NamedTuple):
@@ -85,6 +88,11 @@ class Subscription(ABC):
 
     #: ``time.monotonic()`` when the broker last sent anything on this connection.
     last_activity: float
+    #: Optional: after a ``Resubscribed`` or a ``reconnect()``, the channels
+    #: whose messages may have been lost (None: every channel). A subscription
+    #: over several connections (one per Redis Cluster primary) sets it, so
+    #: that the durable catch-up reads only the logs of those channels.
+    restored_channels: set[str] | None = None
 
     @abstractmethod
     def subscribe(self, channels: Collection[str]) -> None:
@@ -135,6 +143,10 @@ class Transport(ABC):
     description: str
     #: The largest payload, in bytes, the broker accepts.
     max_payload: int
+    #: True for a broker that spreads keys and channels over shards (Redis
+    #: Cluster): the bridge then names each signal's channel and keys under
+    #: one hash tag, ``{<signal name>}``, and keeps one durable log per signal.
+    sharded: bool = False
 
     @abstractmethod
     def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
@@ -255,6 +267,8 @@ class AsyncTransport(ABC):
     description: str
     #: The largest payload, in bytes, the broker accepts.
     max_payload: int
+    #: See ``Transport.sharded``.
+    sharded: bool = False
 
     @abstractmethod
     async def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:

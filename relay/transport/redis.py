@@ -92,20 +92,33 @@ def texts(values: Sequence[bytes | str | None]) -> list[str | None]:
     return [None if value is None else text(value) for value in values]
 
 
-def queue_publish(pipe: Any, items: Sequence[Outgoing], log: Log | None) -> None:
-    """Queue the commands that publish ``items`` (appending them to ``log``) on a pipeline."""
+def queue_publish(
+    pipe: Any, items: Sequence[Outgoing], log: Log | None, sharded: bool = False
+) -> None:
+    """
+    Queue the commands that publish ``items`` (appending each to its own
+    ``log``, else to ``log``) on a pipeline; ``sharded`` publishes with SPUBLISH.
+    """
+    trimmed: dict[str, Log] = {}
     for item in items:
-        if log is not None:
+        target = item.log or log
+        if target is not None:
             fields: dict[str, str | bytes | int]
             fields = {"c": item.channel, "f": item.data, "i": item.ids}
             if item.origin:
                 fields["o"] = item.origin
                 fields["q"] = item.last
-            pipe.xadd(log.key, fields, maxlen=log.max_entries, approximate=True)
-        pipe.publish(item.channel, item.data)
-    if log is not None and log.max_age_seconds is not None:
-        oldest = int((time.time() - log.max_age_seconds) * 1000)
-        pipe.xtrim(log.key, minid=str(oldest), approximate=True)
+            pipe.xadd(target.key, fields, maxlen=target.max_entries, approximate=True)
+            if target.max_age_seconds is not None:
+                trimmed.setdefault(target.key, target)
+        if sharded:
+            pipe.spublish(item.channel, item.data)
+        else:
+            pipe.publish(item.channel, item.data)
+    for target in trimmed.values():
+        assert target.max_age_seconds is not None
+        oldest = int((time.time() - target.max_age_seconds) * 1000)
+        pipe.xtrim(target.key, minid=str(oldest), approximate=True)
 
 
 @contextmanager
@@ -383,7 +396,7 @@ class RedisTransport(Transport, DurableLog, Claims):
             return int(self.client.publish(channel, data))
 
     def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
-        if log is None and len(items) == 1:
+        if log is None and len(items) == 1 and items[0].log is None:
             self.publish(items[0].channel, items[0].data)
             return
         with translated(self.description):
@@ -600,7 +613,7 @@ class AsyncRedisTransport(AsyncTransport, AsyncDurableLog, AsyncClaims):
 
     async def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
         with translated(self.description):
-            if log is None and len(items) == 1:
+            if log is None and len(items) == 1 and items[0].log is None:
                 await self.client.publish(items[0].channel, items[0].data)
                 return
             pipe = self.client.pipeline(transaction=False)
