@@ -93,7 +93,8 @@ DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
 #: Redis. Keyword arguments: ``reason`` (text).
 disconnected = Signal(name="relay.disconnected")
 #: Sent (locally) when the listener is connected and subscribed again.
-#: Keyword arguments: ``reason`` (why it was lost), ``downtime`` (seconds).
+#: Keyword arguments: ``reason`` (why it was lost), ``downtime`` (seconds from
+#: losing the connection to having it back, not counting a durable catch-up).
 reconnected = Signal(name="relay.reconnected")
 #: Sent (locally) when messages from another process were lost: a jump in
 #: that origin's sequence numbers. Keyword arguments: ``origin``,
@@ -1289,6 +1290,8 @@ class Bridge:
             try:
                 if not restored or attempts > 1:
                     yield ops.Reconnect(subscription)
+                # The outage ends here; a durable catch-up after it is not downtime.
+                downtime = time.monotonic() - lost_at
                 if self.durable:
                     # A subscription that knows which channels it lost (one
                     # reader of several, in a cluster) names them.
@@ -1310,7 +1313,6 @@ class Bridge:
                     "reconnect", "relay listener still cannot reach Redis (%s)", again
                 )
                 continue
-            downtime = time.monotonic() - lost_at
             self._stats.add("reconnects")
             logger.info(
                 "relay listener reconnected to %s after %.2f s",
