@@ -113,20 +113,36 @@ class Listener:
         self.bridge.close()
 
 
+FINAL = 20
+
+
 def producer(
-    url: str, namespace: str, name: str, count: int, rate: int, durable: bool
+    url: str, namespace: str, name: str, count: int, rate: int, durable: bool, final: int = 0
 ) -> subprocess.Popen[str]:
+    """
+    A producer process sending ``n = 1..count``; with ``final``, it then waits
+    for ``send_final()`` before sending ``final`` more, so that a loss at the
+    end of the stream is followed by messages that reveal it.
+    """
     args = [
         sys.executable, str(PRODUCER), "producer", "--url", url, "--namespace", namespace,
         "--signal", name, "--count", str(count), "--rate", str(rate),
-        "--max-queue", str(count + 10),
+        "--max-queue", str(count + final + 10), "--final", str(final),
     ]  # fmt: skip
     if durable:
         args.append("--durable")
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     assert process.stdout.readline().startswith("READY")
     return process
+
+
+def send_final(process: subprocess.Popen[str]) -> None:
+    """Wait until the producer has sent its stream, then let it send the final messages."""
+    assert process.stdout is not None and process.stdin is not None
+    assert process.stdout.readline().startswith("SENT")
+    process.stdin.write("go\n")
+    process.stdin.flush()
 
 
 def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
@@ -156,7 +172,7 @@ def test_async_relay_on_a_cluster_relays_two_shards_through_a_fault(
     cluster: RedisCluster, namespace: str, fault: str | None, durable: bool
 ) -> None:
     names = two_shard_names(namespace, cluster)
-    count = 1000
+    count = 1000 + FINAL
     fired: dict[str, list[Any]] = {name: [] for name in names}
     reported: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
 
@@ -186,7 +202,7 @@ def test_async_relay_on_a_cluster_relays_two_shards_through_a_fault(
             async with bridge:
                 processes = [
                     await asyncio.to_thread(
-                        producer, cluster.url, namespace, name, count, 500, durable
+                        producer, cluster.url, namespace, name, count - FINAL, 500, durable, FINAL
                     )
                     for name in names
                 ]
@@ -198,6 +214,12 @@ def test_async_relay_on_a_cluster_relays_two_shards_through_a_fault(
                 elif fault == "kill":
                     cluster.kill(owner)
                     await asyncio.to_thread(cluster.wait_ok)
+                if fault:
+                    # Once back, the final messages reveal any loss at the end.
+                    while bridge.stats()["reconnects"] < 1:
+                        await asyncio.sleep(0.02)
+                for process in processes:
+                    await asyncio.to_thread(send_final, process)
                 reports = await asyncio.to_thread(lambda: [finish(p) for p in processes])
                 assert all(report["stats"]["dropped"] == 0 for report in reports)
                 deadline = time.monotonic() + 60
@@ -288,12 +310,12 @@ def test_signals_on_two_shards_are_relayed_each_on_its_own_shard(
 def test_a_cluster_fault_mid_stream_loses_nothing_durably_and_reports_every_loss(
     cluster: RedisCluster, namespace: str, fault: str, durable: bool
 ) -> None:
-    count = 2000
+    count, final = 2000, 20
     name = "cluster.n"
     channel = channel_for(namespace, name, sharded=True)
     listener = Listener(cluster.url, namespace, (name,), durable=durable)
     with listener.bridge:
-        process = producer(cluster.url, namespace, name, count, 1000, durable=durable)
+        process = producer(cluster.url, namespace, name, count, 1000, durable, final)
         wait_until(lambda: len(listener.fired[name]) >= 400)
         owner = cluster.primary_for(channel)
         if fault == "migrate":
@@ -304,7 +326,11 @@ def test_a_cluster_fault_mid_stream_loses_nothing_durably_and_reports_every_loss
         else:
             cluster.kill(owner)
             cluster.wait_ok()
+        # Once the listener is back, the final messages reveal any loss at the end.
+        wait_until(lambda: listener.reconnects >= 1)
+        send_final(process)
         report = finish(process)
+        count += final
         wait_until(lambda: listener.accounted(name, count), timeout=60)
         stats = listener.bridge.stats()
         assert cluster.primary_for(channel) is not owner
