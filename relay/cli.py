@@ -218,11 +218,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or args.signals < 1:
         raise UsageError("--workers and --signals must be at least 1")
+    if args.cluster and (args.redis_url or args.embedded):
+        raise UsageError("--cluster starts its own broker: leave out --redis-url and --embedded")
     return run_demo(
         workers=args.workers,
         signals=args.signals,
-        redis_url=args.redis_url or os.environ.get("REDIS_URL"),
+        # $REDIS_URL does not apply to --cluster, which asks for a broker of its own.
+        redis_url=None if args.cluster else args.redis_url or os.environ.get("REDIS_URL"),
         embedded=args.embedded,
+        cluster=args.cluster,
     )
 
 
@@ -260,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="see relay work across processes",
         description="Start worker processes, send signals to them and check that every "
         "expected delivery happened exactly once. Uses --redis-url, else $REDIS_URL, else "
-        "a Redis on 127.0.0.1:6379 if one answers, else an embedded broker.",
+        "a Redis on 127.0.0.1:6379 if one answers, else an embedded broker; with --cluster, "
+        "a Redis Cluster of its own.",
     )
     demo.add_argument("--workers", type=int, default=3, metavar="N", help="worker processes (3)")
     demo.add_argument(
@@ -271,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedded",
         action="store_true",
         help="use the embedded broker even if a Redis answers (needs signal-relay[demo])",
+    )
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="start a local 3-shard Redis Cluster for the demo and stop it at the end "
+        "(needs redis-server and redis-cli on PATH)",
     )
     demo.set_defaults(handler=cmd_demo)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -196,7 +198,7 @@ def test_top_level_help_lists_the_commands(script: bool) -> None:
 @pytest.mark.parametrize(
     ("subcommand", "options"),
     [
-        ("demo", ["--workers", "--signals", "--redis-url", "--embedded"]),
+        ("demo", ["--workers", "--signals", "--redis-url", "--embedded", "--cluster"]),
         ("worker", ["APP", "--redis-url", "--namespace", "--verbose"]),
         ("send", ["SIGNAL", "key=value", "--sender", "--json", "--redis-url", "--namespace"]),
         ("monitor", ["--signal", "--json", "--count", "--redis-url", "--namespace"]),
@@ -238,6 +240,82 @@ def test_demo_with_a_redis_url(redis_url: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"broker: the Redis at {redis_url}" in result.stdout
     assert_demo_table(result.stdout, workers=2, signals=300)
+
+
+needs_cluster_binaries = pytest.mark.skipif(
+    not (shutil.which("redis-server") and shutil.which("redis-cli")),
+    reason="relay demo --cluster needs redis-server and redis-cli",
+)
+
+
+def cluster_ports(stdout: str) -> list[int]:
+    """The node ports of the cluster ``relay demo --cluster`` says it started."""
+    found = re.search(r"^broker: a local Redis Cluster .* at redis\+cluster://(\S+)$", stdout, re.M)
+    assert found, stdout
+    return [int(node.rpartition(":")[2]) for node in found.group(1).split(",")]
+
+
+def assert_no_node_left(ports: list[int]) -> None:
+    """No redis-server on ``ports`` is still running, and nothing answers there."""
+    assert len(ports) >= 3, ports
+    for pid in (entry for entry in os.listdir("/proc") if entry.isdigit()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "redis-server" in cmdline:
+            # redis-server renames itself "redis-server 127.0.0.1:PORT [cluster]".
+            assert not any(f":{port} " in f"{cmdline} " for port in ports), (pid, cmdline)
+    for port in ports:
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
+            pass
+
+
+@needs_cluster_binaries
+def test_demo_on_a_cluster_of_its_own() -> None:
+    result = run_relay("demo", "--workers", "2", "--signals", "300", "--cluster")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^broker: a local Redis Cluster \(3 primaries", result.stdout, re.M)
+    assert_demo_table(result.stdout, workers=2, signals=300)
+    assert_no_node_left(cluster_ports(result.stdout))
+
+
+@needs_cluster_binaries
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_on_a_cluster_stops_it_when_interrupted(signum: int, tmp_path: Path) -> None:
+    out = tmp_path / "demo.out"
+    with out.open("w") as stdout:
+        demo = subprocess.Popen(
+            command("demo", "--workers", "2", "--signals", "100000000", "--cluster"),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=relay_env(),
+        )
+    try:
+        wait_until(lambda: "workers ready" in out.read_text(), "the demo's workers", RUN_TIMEOUT)
+        demo.send_signal(signum)
+        _, err = demo.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    assert demo.returncode == 130, (demo.returncode, out.read_text(), err)
+    assert "Traceback" not in err, err
+    assert_no_node_left(cluster_ports(out.read_text()))
+
+
+def test_demo_on_a_cluster_without_redis_binaries(tmp_path: Path) -> None:
+    result = run_relay("demo", "--cluster", PATH=str(tmp_path))
+    assert_one_line_error(result, "redis-server", "redis-cli", "--cluster")
+
+
+@pytest.mark.parametrize(
+    "extra", [["--embedded"], ["--redis-url", UNREACHABLE]], ids=["embedded", "redis-url"]
+)
+def test_demo_cluster_is_not_combined_with_another_broker(extra: list[str]) -> None:
+    result = run_relay("demo", "--cluster", *extra)
+    assert_one_line_error(result, "--cluster", "--redis-url", "--embedded")
 
 
 # -- relay worker -----------------------------------------------------------------

@@ -13,7 +13,8 @@ It connects receivers of every kind to ``demo.order_placed``:
 
 Each receiver counts what it got, the message ids it saw twice and the
 latency from send to receipt. ``demo.ping`` answers with ``demo.pong``, and
-``demo.done`` answers with a ``demo.report`` of the counts. With
+``demo.done`` answers with a ``demo.report`` of the counts (carrying the
+request's ``round``). With
 ``RELAY_DEMO_VERBOSE=1`` every delivery is logged.
 """
 
@@ -128,6 +129,7 @@ def on_done(sender: Any, **kwargs: Any) -> None:
         report.send(
             WORKER,
             counts=counts,
+            round=kwargs.get("round"),
             duplicates=_duplicates,
             span=span,
             p50=percentile(_latencies, 0.50),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import signal as os_signal
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -67,12 +70,66 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def choose_broker(redis_url: str | None, embedded: bool) -> Iterator[Broker]:
+def local_cluster() -> Iterator[Broker]:
     """
-    The broker for the demo: ``redis_url`` if given, else a Redis on
-    127.0.0.1:6379 if one answers, else an embedded one on a free loopback
-    port (fakeredis's TCP server) for the demo's lifetime.
+    A Redis Cluster of 3 primaries on loopback for the demo's lifetime
+    (``relay.testing.RedisCluster``): every node is killed and its directory
+    removed when the demo ends, also on Ctrl-C, SIGTERM or a failure.
     """
+    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    if missing:
+        raise UsageError(
+            f"relay demo --cluster needs redis-server and redis-cli on PATH, and "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing "
+            "(apt-get install -y redis-server redis-tools, or brew install redis)"
+        )
+    from relay.testing import RedisCluster, RedisServerUnavailable
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM unwinds like Ctrl-C, so that the nodes are stopped too.
+    previous = os_signal.signal(os_signal.SIGTERM, interrupt)
+    try:
+        cluster = None
+        problems = []
+        # Without replicas if this Redis forms such a cluster, else one replica each.
+        for replicas in (0, 1):
+            candidate = RedisCluster(primaries=3, replicas_per_primary=replicas)
+            try:
+                cluster = candidate.start()
+                break
+            except RedisServerUnavailable as exc:
+                problems.append(str(exc).splitlines()[0])
+        if cluster is None:
+            raise UsageError(f"could not start a local Redis Cluster: {'; '.join(problems)}")
+        try:
+            shape = "3 primaries" + (
+                f", {len(cluster.nodes) - 3} replicas" if len(cluster.nodes) > 3 else ""
+            )
+            yield Broker(cluster.url, f"a local Redis Cluster ({shape}) at {cluster.url}")
+        finally:
+            cluster.stop()
+    finally:
+        os_signal.signal(os_signal.SIGTERM, previous)
+
+
+@contextmanager
+def choose_broker(redis_url: str | None, embedded: bool, cluster: bool = False) -> Iterator[Broker]:
+    """
+    The broker for the demo: with ``cluster``, a local Redis Cluster of its
+    own; else ``redis_url`` if given, else a Redis on 127.0.0.1:6379 if one
+    answers, else an embedded one on a free loopback port (fakeredis's TCP
+    server) for the demo's lifetime.
+    """
+    if cluster:
+        if redis_url or embedded:
+            raise UsageError(
+                "--cluster starts its own broker: leave out --redis-url and --embedded"
+            )
+        with local_cluster() as broker:
+            yield broker
+        return
     if redis_url and not embedded:
         yield Broker(redis_url, f"the Redis at {redis_url}")
         return
@@ -171,15 +228,59 @@ def _wait_for(condition: Any, what: str, workers: list[subprocess.Popen[bytes]])
         time.sleep(0.05)
 
 
+SETTLE = 2.0
+"""Seconds a worker's counts must stay the same before an incomplete report is final."""
+
+
+def _collect_reports(
+    reports: dict[str, dict[str, Any]],
+    workers: int,
+    signals: int,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """
+    Ask the workers for reports (``demo.done``) until every worker has got
+    every signal, or its counts have stopped changing for ``SETTLE`` seconds.
+
+    One request is not enough on a Redis Cluster: ``demo.done`` travels on
+    another shard than ``demo.order_placed``, so it may overtake the last
+    orders. A report answers the request whose ``round`` it carries.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    changed = time.monotonic()
+    previous: dict[str, Any] = {}
+    round_ = 0
+    while True:
+        round_ += 1
+        app.done.send(None, round=round_)
+        _wait_for(
+            lambda wanted=round_: (
+                sum(r.get("round") == wanted for r in reports.values()) >= workers
+            ),
+            "the workers' reports",
+            processes,
+        )
+        counts = {worker: report["counts"] for worker, report in reports.items()}
+        if all(c.get("any_sender", 0) >= signals for c in counts.values()):
+            return
+        now = time.monotonic()
+        if counts != previous:
+            previous, changed = counts, now
+        elif now - changed >= SETTLE or now > deadline:
+            return
+        time.sleep(0.2)
+
+
 def run_demo(
     workers: int = 3,
     signals: int = 3000,
     redis_url: str | None = None,
     embedded: bool = False,
     out: TextIO = sys.stdout,
+    cluster: bool = False,
 ) -> int:
     """Run the demo; return 0 only if every expected delivery happened exactly once."""
-    with choose_broker(redis_url, embedded) as broker:
+    with choose_broker(redis_url, embedded, cluster) as broker:
         namespace = f"demo-{secrets.token_hex(4)}"
         print(
             f"relay demo: {workers} workers, {signals} signals, namespace {namespace!r}", file=out
@@ -228,8 +329,7 @@ def run_demo(
             progress.show(
                 f"sent {signals}/{signals} in {time.monotonic() - started:.2f} s", final=True
             )
-            app.done.send(None)
-            _wait_for(lambda: len(reports) >= workers, "the workers' reports", processes)
+            _collect_reports(reports, workers, signals, processes)
         finally:
             bridge.close()
             app.pong.disconnect(on_pong)
