@@ -94,3 +94,48 @@ def test_a_valkey_sentinel_failover_loses_nothing_durably(namespace: str) -> Non
     assert len(listener.fired) == 3000  # nothing twice
     assert (stats["gaps"], stats["missed"]) == (0, 0)
     assert stats["reconnects"] >= 1
+
+
+def test_a_valkey_cluster_relays_two_shards_and_a_failover_loses_nothing_durably(
+    namespace: str,
+) -> None:
+    from collections import Counter
+
+    from test_cluster import Listener as ClusterListener
+    from test_cluster import finish as finish_cluster
+    from test_cluster import producer as cluster_producer
+    from test_cluster import send_final, two_shard_names
+
+    from relay.core import channel_for
+    from relay.testing import RedisCluster
+
+    try:
+        cluster = RedisCluster(binary=valkey()).start()
+    except RedisServerUnavailable as exc:
+        pytest.fail(f"a Valkey cluster would not start: {exc}")
+    with cluster:
+        names = two_shard_names(namespace, cluster)
+        listener = ClusterListener(cluster.url, namespace, names, durable=True)
+        count, final = 1500, 20
+        with listener.bridge:
+            processes = [
+                cluster_producer(cluster.url, namespace, name, count, 750, True, final)
+                for name in names
+            ]
+            wait_until(lambda: len(listener.fired[names[0]]) >= 300)
+            owner = cluster.primary_for(channel_for(namespace, names[0], sharded=True))
+            cluster.failover(cluster.replicas_of(owner)[0])
+            wait_until(lambda: listener.reconnects >= 1)
+            for process in processes:
+                send_final(process)
+            reports = [finish_cluster(process) for process in processes]
+            wait_until(lambda: all(listener.accounted(n, count + final) for n in names))
+            stats = listener.bridge.stats()
+        listener.close()
+    for name in names:
+        fired = Counter(listener.fired[name])
+        assert sorted(fired) == list(range(1, count + final + 1)), name  # nothing lost
+        assert set(fired.values()) == {1}, name  # nothing twice
+        assert listener.reported[name] == []
+    assert all(report["stats"]["dropped"] == 0 for report in reports)
+    assert stats["reconnects"] >= 1
