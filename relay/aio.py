@@ -214,8 +214,9 @@ class AsyncRelay(Bridge):
                 return False
             draining = start_draining(self)  # see Relay.stop
             self._running = False
-            self._detach_all()
         try:
+            with self._lock:
+                self._detach_all()
             flushed = await self._flush(timeout)
         finally:
             stop_draining(self, draining)

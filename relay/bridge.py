@@ -280,9 +280,10 @@ class Relay(Bridge):
             # what is queued here first.
             draining = start_draining(self)
             self._running = False
-            self._detach_all()
         flushed = True
         try:
+            with self._lock:
+                self._detach_all()
             if self.publish_mode == "async":
                 flushed = self._publisher.stop(timeout)
         finally:

@@ -295,7 +295,8 @@ def test_demo_on_a_cluster_stops_it_when_interrupted(signum: int, tmp_path: Path
     try:
         wait_until(lambda: "workers ready" in out.read_text(), "the demo's workers", RUN_TIMEOUT)
         demo.send_signal(signum)
-        _, err = demo.communicate(timeout=RUN_TIMEOUT)
+        # Stopping flushes, stops two workers and the cluster: slow on a loaded machine.
+        _, err = demo.communicate(timeout=3 * RUN_TIMEOUT)
     finally:
         if demo.poll() is None:
             demo.kill()

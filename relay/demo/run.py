@@ -204,9 +204,10 @@ def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> list[str]:
     for worker in workers:
         if worker.poll() is None:
             worker.terminate()
+    deadline = time.monotonic() + TIMEOUT  # for all of them together
     for index, worker in enumerate(workers, 1):
         try:
-            _, err = worker.communicate(timeout=TIMEOUT)
+            _, err = worker.communicate(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             worker.kill()
             _, err = worker.communicate()
