@@ -32,6 +32,7 @@ from relay.usage import UsageError
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 TIMEOUT = 60.0
+CLOSE_TIMEOUT = 20.0
 
 #: The senders the demo cycles through, and which receivers each should reach.
 SENDERS: tuple[Any, ...] = (app.Order, "relay.demo.app.Order", app.Invoice, None)
@@ -332,7 +333,11 @@ def run_demo(
             )
             _collect_reports(reports, workers, signals, processes)
         finally:
-            bridge.close()
+            # Bounded: an interrupted demo must still stop its workers (and
+            # cluster) even if closing the bridge hangs; the process exits after.
+            closing = threading.Thread(target=bridge.close, name="demo-close", daemon=True)
+            closing.start()
+            closing.join(CLOSE_TIMEOUT)
             app.pong.disconnect(on_pong)
             app.report.disconnect(on_report)
             problems = _stop_workers(processes)
