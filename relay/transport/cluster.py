@@ -55,8 +55,6 @@ from relay.transport.base import (
     AsyncDurableLog,
     AsyncSubscription,
     AsyncTransport,
-    Claims,
-    DurableLog,
     Log,
     LogEntry,
     Outgoing,
@@ -68,6 +66,7 @@ from relay.transport.base import (
 from relay.transport.redis import (
     CONNECTION_ERRORS,
     MAX_PAYLOAD,
+    RedisKeys,
     Restorations,
     log_entry,
     milliseconds,
@@ -425,7 +424,7 @@ class ClusterSubscription(Subscription):
         self._home.clear()
 
 
-class ClusterTransport(Transport, DurableLog, Claims):
+class ClusterTransport(Transport, RedisKeys):
     """
     Publish and subscribe through a Redis Cluster, with sharded pub/sub.
 
@@ -512,61 +511,12 @@ class ClusterTransport(Transport, DurableLog, Claims):
             queue_publish(pipe, items, log, sharded=True)
             pipe.execute()
 
-    def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
-        start = f"({after}" if after else "-"
-        with translated(self.description):
-            entries: Any = self.client.xrange(log.key, min=start, max="+", count=count)
-        return [log_entry(position, fields) for position, fields in entries]
-
-    def read_log_backwards(self, log: Log, before: str | None, count: int) -> list[LogEntry]:
-        end = f"({before}" if before else "+"
-        with translated(self.description):
-            entries: Any = self.client.xrevrange(log.key, max=end, min="-", count=count)
-        return [log_entry(position, fields) for position, fields in entries]
-
-    def get_value(self, key: str) -> str | None:
-        with translated(self.description):
-            value: Any = self.client.get(key)
-        return None if value is None else text(value)
-
-    def set_value(self, key: str, value: str) -> None:
-        with translated(self.description):
-            self.client.set(key, value)
-
-    def claim(self, key: str, ttl_seconds: float, leases: str | None = None) -> bool:
-        with translated(self.description):
-            won = bool(self.client.set(key, b"run", nx=True, px=milliseconds(ttl_seconds)))
-            if won and leases is not None:
-                self.client.zadd(leases, {key: time.time() + ttl_seconds})
-        return won
-
-    def renew(self, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
-        with translated(self.description):
-            pipe = self.client.pipeline()
-            queue_renew(pipe, keys, ttl_seconds, leases)
-            pipe.execute()
-
-    def finish(self, key: str, value: str, ttl_seconds: float, leases: str) -> None:
-        with translated(self.description):
-            pipe = self.client.pipeline()
-            queue_finish(pipe, key, value, ttl_seconds, leases)
-            pipe.execute()
-
     def get_values(self, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
         with translated(self.description):
             # The keys may be on several slots: one MGET per slot.
             return texts(self.client.mget_nonatomic(list(keys)))
-
-    def overdue(self, leases: str, before: float, count: int) -> list[str]:
-        with translated(self.description):
-            keys: Any = self.client.zrangebyscore(leases, "-inf", before, start=0, num=count)
-        return [text(key) for key in keys]
-
-    def discard(self, leases: str, key: str) -> bool:
-        with translated(self.description):
-            return bool(self.client.zrem(leases, key))
 
     def subscription(self) -> ClusterSubscription:
         return ClusterSubscription(self)

@@ -346,63 +346,15 @@ class RedisSubscription(Subscription):
             self._pubsub.reset()
 
 
-class RedisTransport(Transport, DurableLog, Claims):
+class RedisKeys(DurableLog, Claims):
     """
-    Publish and subscribe through Redis.
-
-    Arguments:
-
-        url
-            A redis-py URL: ``redis://[[user]:password@]host[:port][/db]``,
-            ``rediss://`` for TLS, ``unix:///path/to/socket``. Query-string
-            options (``?socket_timeout=5``) are passed on to redis-py. Unless
-            ``retry=`` is given, redis-py retries a failed command once, at
-            once; the bridge does the backing off.
-
-        client
-            An existing ``redis.Redis`` to use instead of ``url``. Its
-            ``decode_responses`` must be False: payloads are binary.
-
-        options
-            Extra keyword arguments for ``redis.Redis.from_url``.
+    The durable log and the claims, on the keys of a redis-py ``client``
+    (a ``redis.Redis`` or a ``redis.cluster.RedisCluster``): what the
+    single-node, Sentinel and Cluster transports share.
     """
 
-    def __init__(
-        self, url: str | None = None, *, client: redis.Redis | None = None, **options: Any
-    ) -> None:
-        if (url is None) == (client is None):
-            raise TypeError("pass either a Redis URL or client=redis.Redis(...), not both")
-        if client is None:
-            assert url is not None
-            # relay reconnects with its own backoff; one quick retry covers a
-            # pooled connection that went stale while Redis restarted.
-            options.setdefault("retry", Retry(NoBackoff(), 1))
-            try:
-                client = redis.Redis.from_url(url, **options)
-            except ValueError as exc:
-                raise ValueError(f"invalid Redis URL {url!r}: {exc}") from exc
-        elif client.connection_pool.connection_kwargs.get("decode_responses"):
-            raise ValueError(
-                "the Redis client decodes responses (decode_responses=True); relay "
-                "payloads are binary, so pass a client made with decode_responses=False"
-            )
-        self.client = client
-        self.description = describe(client)
-        self.max_payload = MAX_PAYLOAD
-        self._pid = os.getpid()
-
-    def publish(self, channel: str, data: bytes) -> int:
-        with translated(self.description):
-            return int(self.client.publish(channel, data))
-
-    def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
-        if log is None and len(items) == 1 and items[0].log is None:
-            self.publish(items[0].channel, items[0].data)
-            return
-        with translated(self.description):
-            pipe = self.client.pipeline(transaction=False)
-            queue_publish(pipe, items, log)
-            pipe.execute()
+    client: Any
+    description: str
 
     def read_log(self, log: Log, after: str | None, count: int) -> list[LogEntry]:
         start = f"({after}" if after else "-"
@@ -456,6 +408,67 @@ class RedisTransport(Transport, DurableLog, Claims):
     def discard(self, leases: str, key: str) -> bool:
         with translated(self.description):
             return bool(self.client.zrem(leases, key))
+
+
+class RedisTransport(Transport, RedisKeys):
+    """
+    Publish and subscribe through Redis.
+
+    Arguments:
+
+        url
+            A redis-py URL: ``redis://[[user]:password@]host[:port][/db]``,
+            ``rediss://`` for TLS, ``unix:///path/to/socket``. Query-string
+            options (``?socket_timeout=5``) are passed on to redis-py. Unless
+            ``retry=`` is given, redis-py retries a failed command once, at
+            once; the bridge does the backing off.
+
+        client
+            An existing ``redis.Redis`` to use instead of ``url``. Its
+            ``decode_responses`` must be False: payloads are binary.
+
+        options
+            Extra keyword arguments for ``redis.Redis.from_url``.
+    """
+
+    client: redis.Redis
+
+    def __init__(
+        self, url: str | None = None, *, client: redis.Redis | None = None, **options: Any
+    ) -> None:
+        if (url is None) == (client is None):
+            raise TypeError("pass either a Redis URL or client=redis.Redis(...), not both")
+        if client is None:
+            assert url is not None
+            # relay reconnects with its own backoff; one quick retry covers a
+            # pooled connection that went stale while Redis restarted.
+            options.setdefault("retry", Retry(NoBackoff(), 1))
+            try:
+                client = redis.Redis.from_url(url, **options)
+            except ValueError as exc:
+                raise ValueError(f"invalid Redis URL {url!r}: {exc}") from exc
+        elif client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                "the Redis client decodes responses (decode_responses=True); relay "
+                "payloads are binary, so pass a client made with decode_responses=False"
+            )
+        self.client = client
+        self.description = describe(client)
+        self.max_payload = MAX_PAYLOAD
+        self._pid = os.getpid()
+
+    def publish(self, channel: str, data: bytes) -> int:
+        with translated(self.description):
+            return int(self.client.publish(channel, data))
+
+    def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
+        if log is None and len(items) == 1 and items[0].log is None:
+            self.publish(items[0].channel, items[0].data)
+            return
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_publish(pipe, items, log)
+            pipe.execute()
 
     def subscription(self) -> RedisSubscription:
         return RedisSubscription(self.client, self.description)
