@@ -1,5 +1,6 @@
 """relay: Django-compatible signals that also fire in every other process."""
 
+from relay._version import __version__ as __version__
 from relay.aio import AsyncRelay
 from relay.bridge import Relay, current_message, disconnected, gap, reconnected
 from relay.signals import Signal, receiver
@@ -20,4 +21,3 @@ __all__ = [
     "reconnected",
     "register_type",
 ]
-__version__ = "0.1.0"

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from relay.core import (
     stop_draining,
 )
 from relay.ops import Steps as _Steps
+from relay.presence import Peer
 from relay.signals import Signal
 from relay.transport.base import AsyncSubscription, AsyncTransport, TransportError
 
@@ -88,6 +90,7 @@ class AsyncRelay(Bridge):
         self._publisher_task: asyncio.Task[None] | None = None
         self._listener_task: asyncio.Task[None] | None = None
         self._keeper_task: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
         # Renewing and finishing once claims, one at a time (see Bridge._finish_steps).
         self._leases_lock = asyncio.Lock()
         self._subscription: AsyncSubscription | None = None
@@ -159,6 +162,13 @@ class AsyncRelay(Bridge):
                 self._listener_task = loop.create_task(
                     self._listen(subscription), name=f"relay-listener[{self.namespace}]"
                 )
+                self._started_at = time.time()
+            if self._presence_on():
+                # The first one before start() returns (see Relay._start_presence).
+                await self._drive(self._heartbeat_steps())
+                self._presence_task = loop.create_task(
+                    self._beat(), name=f"relay-presence[{self.namespace}]"
+                )
         finally:
             self._starting = False
         logger.info(
@@ -188,6 +198,7 @@ class AsyncRelay(Bridge):
         """Drop everything tied to the event loop of the last run, and its queue."""
         self._loop = self._loop_thread = None
         self._publisher_task = self._listener_task = self._keeper_task = None
+        self._presence_task = None
         self._subscription = None
         self._changes.clear()
         self._changes_requested = self._changes_applied = 0
@@ -225,7 +236,9 @@ class AsyncRelay(Bridge):
         self._wakeup.set()
         current = asyncio.current_task()
         inside_listener = _listening.get() is self
-        for task in (self._publisher_task, self._listener_task, self._keeper_task):
+        beating = self._presence_task is not None
+        tasks = (self._publisher_task, self._listener_task, self._keeper_task, self._presence_task)
+        for task in tasks:
             if task is None or task is current:
                 continue
             if task is self._listener_task and inside_listener:
@@ -234,6 +247,9 @@ class AsyncRelay(Bridge):
                 continue
             await asyncio.gather(task, return_exceptions=True)
         self._publisher_task = self._listener_task = self._keeper_task = None
+        self._presence_task = None
+        if beating:
+            await self._drive(self._heartbeat_steps(stopped=True))
         with self._lock:
             self._loop = self._loop_thread = None
             left = len(self._items)
@@ -291,6 +307,20 @@ class AsyncRelay(Bridge):
                     await progress.wait()
         except TimeoutError:
             pass
+
+    async def peers(self, *, include_gone: bool = False) -> list[Peer]:
+        """See ``Relay.peers``."""
+        return await self._drive(self._peers_steps(include_gone))
+
+    async def _beat(self) -> None:
+        try:
+            while not await self._wait_for_stop(self.heartbeat):
+                await self._drive(self._heartbeat_steps())
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            logger.critical("relay presence task crashed; no more heartbeats", exc_info=True)
+            raise
 
     # -- publishing ---------------------------------------------------------
 
@@ -652,7 +682,7 @@ class AsyncRelay(Bridge):
                 await run_parallel(factories, context)
             fired += len(factories)
             errors += len(failures)
-        self._count_fired(fired, errors)
+        self._count_fired(message.signal, fired, errors)
 
     async def _run_sync(
         self,
@@ -687,7 +717,8 @@ class AsyncRelay(Bridge):
             return fired, errors
 
         loop = asyncio.get_running_loop()
-        self._count_fired(*await loop.run_in_executor(None, context.run, call_all))
+        fired, errors = await loop.run_in_executor(None, context.run, call_all)
+        self._count_fired(batch[0][0].signal, fired, errors)
 
     def _after_fork(self) -> None:
         # An event loop does not survive a fork: the child starts afresh.

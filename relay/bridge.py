@@ -49,6 +49,7 @@ from relay.core import (
     stop_draining,
 )
 from relay.ops import Steps as _Steps
+from relay.presence import Peer
 from relay.signals import Signal
 from relay.transport.base import Subscription, Transport, TransportError
 
@@ -67,6 +68,7 @@ __all__ = [
 logger = logging.getLogger("relay.bridge")
 
 _T = TypeVar("_T")
+
 
 class _Publisher:
     """A background thread that publishes queued messages in order, in batches."""
@@ -203,6 +205,8 @@ class Relay(Bridge):
         self._keeper: threading.Thread | None = None
         self._keeper_stop = threading.Event()
         self._leases_lock = threading.Lock()  # renewing and finishing, one at a time
+        self._presence_thread: threading.Thread | None = None
+        self._presence_stop = threading.Event()
 
     def _subscribe(self, channel: str) -> None:
         # Caller holds self._lock.
@@ -259,6 +263,7 @@ class Relay(Bridge):
         self._attach_all()
         if self.publish_mode == "async":
             self._publisher.start()
+        self._start_presence()
         return subscription
 
     def stop(self, timeout: float | None = 10.0) -> bool:
@@ -298,6 +303,7 @@ class Relay(Bridge):
         if self._keeper is not None and self._keeper is not threading.current_thread():
             self._keeper.join()
         self._keeper = None
+        self._stop_presence()
         logger.info("relay bridge stopped: namespace %r", self.namespace)
         return flushed
 
@@ -371,6 +377,47 @@ class Relay(Bridge):
         if self.publish_mode == "sync":
             return True
         return self._publisher.flush(timeout)
+
+    def peers(self, *, include_gone: bool = False) -> list[Peer]:
+        """
+        The processes of this namespace, from their last heartbeats: the live
+        ones, or with ``include_gone`` also those that stopped or missed 3
+        heartbeats (kept for an hour). A running bridge is among them.
+
+        Works on a bridge that is not started, too. Raises ``TransportError``
+        if Redis cannot be reached.
+        """
+        return self._drive(self._peers_steps(include_gone))
+
+    def _start_presence(self) -> None:
+        self._started_at = time.time()
+        if not self._presence_on():
+            return
+        # The first one before start() returns, so that peers() has this process at once.
+        self._drive(self._heartbeat_steps())
+        self._presence_stop.clear()
+        self._presence_thread = threading.Thread(
+            target=self._beat, name=f"relay-presence[{self.namespace}]", daemon=True
+        )
+        self._presence_thread.start()
+
+    def _beat(self) -> None:
+        try:
+            while not self._presence_stop.wait(self.heartbeat):
+                self._drive(self._heartbeat_steps())
+        except BaseException:
+            logger.critical("relay presence thread crashed; no more heartbeats", exc_info=True)
+            raise
+
+    def _stop_presence(self) -> None:
+        thread = self._presence_thread
+        if thread is None:
+            return
+        self._presence_stop.set()
+        if thread is not threading.current_thread():
+            thread.join()
+        self._presence_thread = None
+        self._drive(self._heartbeat_steps(stopped=True))
 
     # -- publishing ---------------------------------------------------------
 
@@ -553,7 +600,7 @@ class Relay(Bridge):
             if claims:
                 with self._leases_lock:
                     self._drive(self._finish_steps(claims))
-        self._count_fired(fired, errors)
+        self._count_fired(message.signal, fired, errors)
 
     def _keep_leases(self) -> None:
         """Start the thread that renews the leases of running once receivers, if need be."""
@@ -574,9 +621,7 @@ class Relay(Bridge):
             logger.critical("relay lease thread crashed", exc_info=True)
             raise
 
-    def _run_once(
-        self, signal: Signal, message: wire.Message, call: _OnceCall, claim: str
-    ) -> None:
+    def _run_once(self, signal: Signal, message: wire.Message, call: _OnceCall, claim: str) -> None:
         won = _Won([], [], [])
         won.add(call, claim)
         self._call_receivers(signal, message, won.sync, won.asynchronous, won.claims)
@@ -588,6 +633,8 @@ class Relay(Bridge):
         self._keeper = None
         self._keeper_stop = threading.Event()
         self._leases_lock = threading.Lock()
+        self._presence_thread = None
+        self._presence_stop = threading.Event()
         self._changes.clear()
         self._stop_event = threading.Event()
         self._publisher.discard_all()

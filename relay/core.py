@@ -16,6 +16,7 @@ import contextvars
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 import weakref
@@ -24,7 +25,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from redis.backoff import EqualJitterBackoff
 
-from relay import ops, origin, wire
+from relay import ops, origin, presence, wire
 from relay.naming import class_named, sender_name
 from relay.ops import Steps as _Steps
 from relay.signals import Registration, Signal, once_name
@@ -32,11 +33,13 @@ from relay.transport import registry
 from relay.transport.base import (
     AsyncClaims,
     AsyncDurableLog,
+    AsyncPresence,
     Claims,
     DurableLog,
     Log,
     LogEntry,
     Outgoing,
+    Presence,
     Resubscribed,
     TransportError,
 )
@@ -85,6 +88,11 @@ _MAX_WATCHED: Final = 100_000
 # headers, the header map, the signature field. Origins are at most a few
 # hundred bytes.
 _FRAME_OVERHEAD: Final = 512
+#: How long the broker keeps the heartbeat of a process that stopped sending
+#: them (and the presence key of a namespace nobody heartbeats on).
+PRESENCE_RETENTION: Final = 3600.0
+#: Every this many heartbeats a bridge forgets the records of long-gone peers.
+_SWEEP_EVERY: Final = 60
 #: The default largest batched frame: far below Redis's default pub/sub
 #: output-buffer limits (``client-output-buffer-limit pubsub 32mb 8mb 60``).
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
@@ -102,6 +110,8 @@ reconnected = Signal(name="relay.reconnected")
 gap = Signal(name="relay.gap")
 
 _T = TypeVar("_T")
+
+_bridge_numbers = itertools.count(1)  # see Peer.id
 
 _current_message: contextvars.ContextVar[wire.Message | None] = contextvars.ContextVar(
     "relay_current_message", default=None
@@ -397,6 +407,7 @@ class Bridge:
         clock_skew: float = 1.0,
         once_ttl: float = 3600.0,
         once_lease: float = 30.0,
+        heartbeat: float = 5.0,
         **redis_options: Any,
     ) -> None:
         """
@@ -485,11 +496,12 @@ class Bridge:
                 Durable mode: also drop messages older than this.
 
             worker_id
-                Durable mode: a stable name for this process (``"web-1"``). The
-                listener records what it has fired under this name, and a
-                restarted process with the same ``worker_id`` resumes from
-                there (within the retention). Without one, a process starts
-                from now.
+                A stable name for this process (``"web-1"``), shown by
+                ``peers()``, ``relay workers`` and the dashboard. In durable
+                mode the listener also records what it has fired under this
+                name, and a restarted process with the same ``worker_id``
+                resumes from there (within the retention); without one, a
+                process starts from now.
 
             secret
                 Sign every message with HMAC-SHA256 using this secret, and
@@ -523,6 +535,14 @@ class Bridge:
                 of that. If the process dies before the receiver finishes,
                 another process with the receiver runs the message once the
                 lease has ended (``stats()["once_retried"]``).
+
+            heartbeat
+                Every this many seconds (5 by default) the running bridge
+                announces itself and its counters to the namespace, for
+                ``peers()``, ``relay workers``, the dashboard and metrics; a
+                peer that misses 3 heartbeats is shown as gone. 0 turns
+                presence off. Needs a transport that keeps presence (Redis
+                does); with another, presence is off and a warning says so.
 
             redis_options
                 Passed on to redis-py's ``Redis.from_url``.
@@ -585,8 +605,12 @@ class Bridge:
         self.max_reconnect_attempts = max_reconnect_attempts
         if retention < 1:
             raise ValueError(f"retention must be at least 1, not {retention}")
-        if worker_id is not None and not durable:
-            raise ValueError("worker_id= only means something with durable=True")
+        if heartbeat < 0 or not math.isfinite(heartbeat):
+            raise ValueError(
+                f"heartbeat must be a number of seconds, or 0 for no presence, not {heartbeat!r}"
+            )
+        if worker_id is not None and (not isinstance(worker_id, str) or not worker_id):
+            raise ValueError(f"worker_id must be a non-empty string, not {worker_id!r}")
         self.durable = durable
         self.worker_id = worker_id
         self.retention = retention
@@ -641,6 +665,14 @@ class Bridge:
         self._reaps = False
         self._next_reap = 0.0
         self._publisher_connected = True  # False while publishing fails
+        # Presence: the heartbeat interval (0: none), what they carry, and
+        # when this bridge last started.
+        self.heartbeat = heartbeat
+        self._presence_key = presence.presence_key(self.namespace)
+        self._meters = presence.Meters()
+        self._started_at = 0.0
+        self._beats = 0
+        self._number = next(_bridge_numbers)
         self._setup()
         self._remove_fork_hook = origin.after_fork(self._after_fork)
         with _open_bridges_lock:
@@ -658,9 +690,7 @@ class Bridge:
     _asynchronous = False
 
     def _make_transport(self, url: str | None, client: Any, options: dict[str, Any]) -> Any:
-        return registry.transport_for(
-            url, client, asynchronous=self._asynchronous, options=options
-        )
+        return registry.transport_for(url, client, asynchronous=self._asynchronous, options=options)
 
     def _check_claims(self, what: str) -> None:
         """Raise unless the transport can claim (``scope="once"`` receivers need it)."""
@@ -907,6 +937,8 @@ class Bridge:
                 )
         fresh = verdict.fresh
         accepted = messages if len(fresh) == len(messages) else [messages[i] for i in fresh]
+        if not replay and accepted:
+            self._meters[name].observe(time.time(), accepted)
         gaps = [self._gap_noted(frame.origin, name, first, count) for first, count in verdict.lost]
         if not (accepted or gaps):
             return None
@@ -948,7 +980,10 @@ class Bridge:
         self._stats.add("rejected")
         self._log.warning(f"reject:{reason}", "relay rejected a message on %s: %s", channel, reason)
 
-    def _count_fired(self, fired: int, errors: int) -> None:
+    def _count_fired(self, name: str, fired: int, errors: int) -> None:
+        meter = self._meters[name]
+        meter.fired += fired
+        meter.errors += errors
         if fired:
             self._stats.add("fired", fired)
         if errors:
@@ -1189,9 +1224,7 @@ class Bridge:
 
     def _publish_one_steps(self, item: _Item) -> _Steps[None]:
         """Publish one message now (``publish="sync"``); a Redis failure is raised."""
-        frames = _frames(
-            self._frame_prefix, [item], self.max_frame_size, self._key, self.durable
-        )
+        frames = _frames(self._frame_prefix, [item], self.max_frame_size, self._key, self.durable)
         try:
             yield ops.Call("publish_many", (frames, self._publish_log))
         except TransportError:
@@ -1567,7 +1600,144 @@ class Bridge:
         self._cursor_ids = {}
         self._held = {}
         self._watched = []
+        self._meters = presence.Meters()
+        self._beats = 0
         self.transport.after_fork()
+
+    # -- presence --------------------------------------------------------------
+
+    @property
+    def _keeps_presence(self) -> bool:
+        return isinstance(self.transport, (Presence, AsyncPresence))
+
+    def _presence_on(self) -> bool:
+        """Whether a starting bridge heartbeats (a warning says why not, if it cannot)."""
+        if not self.heartbeat:
+            return False
+        if not self._keeps_presence:
+            logger.warning(
+                "relay presence is off: %s keeps no presence (heartbeat=%g); pass "
+                "heartbeat=0 to say so",
+                self.transport.description,
+                self.heartbeat,
+            )
+            return False
+        return True
+
+    def signal_stats(self) -> dict[str, presence.SignalStats]:
+        """
+        Counters per signal name (``relay.presence.SignalStats``): ``sent``
+        messages this process numbered on the signal (sent, queued or
+        dropped), and what this bridge ``received`` live and ``fired`` of
+        other processes' messages, the receiver ``errors``, and the histogram
+        of their delivery latency (``relay.presence.LATENCY_BUCKETS``).
+        """
+        found: dict[str, presence.SignalStats] = {}
+        meters = dict(self._meters.items())
+        for name in sorted(set(self._outboxes) | set(meters)):
+            outbox = self._outboxes.get(name)
+            meter = meters.get(name)
+            sent = outbox.numbering.taken if outbox is not None else 0
+            if meter is None:
+                found[name] = presence.SignalStats(sent=sent)
+            else:
+                found[name] = presence.SignalStats(
+                    sent,
+                    meter.received,
+                    meter.fired,
+                    meter.errors,
+                    tuple(meter.latency),
+                    meter.latency_sum,
+                )
+        return found
+
+    def _heartbeat(self, stopped: bool = False) -> bytes:
+        """This bridge's heartbeat frame, now."""
+        with self._lock:
+            sends = sorted(self._outboxes)
+            hears = sorted(self._channels[c] for c in self._subscribed if c in self._channels)
+        kwargs = presence.heartbeat_kwargs(
+            bridge=self._number,
+            namespace=self.namespace,
+            kind=type(self).__name__,
+            worker_id=self.worker_id,
+            sends=sends,
+            hears=hears,
+            started_at=self._started_at,
+            heartbeat=self.heartbeat,
+            stopped=stopped,
+            stats=self.stats(),
+            signals=self.signal_stats(),
+        )
+        self._beats += 1
+        return presence.encode_heartbeat(
+            self._frame_prefix, self._beats, time.time(), kwargs, self._key
+        )
+
+    def _heartbeat_steps(self, stopped: bool = False) -> _Steps[None]:
+        """
+        Announce this bridge (``stopped``: that it stopped); now and then also
+        forget peers not heard of for ``PRESENCE_RETENTION`` seconds. A broker
+        that cannot be reached is logged, never raised: the next heartbeat
+        tries again.
+        """
+        try:
+            record = self._heartbeat(stopped)
+            member = presence.member(origin.origin_id(), self._number)
+            yield ops.Call("announce", (self._presence_key, member, record, PRESENCE_RETENTION))
+            if self._beats % _SWEEP_EVERY == 1 and not stopped:
+                records = yield ops.Call("members", (self._presence_key,))
+                now = time.time()
+                stale = [
+                    member
+                    for member, peer in self._decode_peers(records, now, quiet=True)
+                    if peer is not None and now - peer.last_seen > PRESENCE_RETENTION
+                ]
+                yield ops.Call("forget", (self._presence_key, stale))
+        except TransportError as exc:
+            self._log.warning("presence", "relay could not send its heartbeat (%s)", exc)
+
+    def _peers_steps(self, include_gone: bool) -> _Steps[list[presence.Peer]]:
+        if not self._keeps_presence:
+            raise TypeError(
+                f"{self.transport.description} keeps no presence: peers() needs a transport "
+                "with relay.transport.Presence (Redis has it)"
+            )
+        records = yield ops.Call("members", (self._presence_key,))
+        peers = [
+            peer
+            for _, peer in self._decode_peers(records, time.time())
+            if peer is not None and (include_gone or peer.alive)
+        ]
+        peers.sort(key=lambda p: (p.worker_id or "", p.host, p.pid, p.origin))
+        return peers
+
+    def _decode_peers(
+        self, records: dict[str, bytes], now: float, quiet: bool = False
+    ) -> list[tuple[str, presence.Peer | None]]:
+        """Each record decoded, or None (and a warning unless ``quiet``) if it is no heartbeat."""
+        decoded: list[tuple[str, presence.Peer | None]] = []
+        for member, data in records.items():
+            try:
+                peer: presence.Peer | None = presence.decode_peer(
+                    data,
+                    now=now,
+                    keys=self._keys or None,
+                    clock_skew=self.clock_skew,
+                    max_size=self.max_message_size,
+                )
+            except wire.WireError as exc:
+                peer = None
+                if not quiet:
+                    self._log.warning(
+                        f"presence:{exc}",
+                        "relay ignored the presence record of %s on %r: %s",
+                        member,
+                        self.namespace,
+                        exc,
+                    )
+            decoded.append((member, peer))
+        return decoded
 
 
 def _position(position: str) -> tuple[int, int]:

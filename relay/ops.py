@@ -45,6 +45,9 @@ TransportMethod = Literal[
     "get_values",
     "overdue",
     "discard",
+    "announce",
+    "members",
+    "forget",
 ]
 
 

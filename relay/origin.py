@@ -82,6 +82,11 @@ class Numbering:
         self.started_at: float | None = None
         self.lock = threading.Lock()
 
+    @property
+    def taken(self) -> int:
+        """How many numbers have been taken."""
+        return self._next - 1
+
     def take(self) -> int:
         """The next number. The caller serialises calls (a queue's lock, say)."""
         number = self._next

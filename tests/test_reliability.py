@@ -276,11 +276,6 @@ def test_a_restarted_worker_resumes_where_it_stopped(client: fakeredis.FakeRedis
     assert rec.numbers() == [1, 2, 3, 4]
 
 
-def test_worker_id_needs_durable(client: fakeredis.FakeRedis) -> None:
-    with pytest.raises(ValueError, match="worker_id"):
-        make_bridge(client, worker_id="w1")
-
-
 # -- scope="once" --------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 How the bridge reaches a broker: the capabilities it needs, and the backends.
 
 The threaded bridge only ever talks to ``Transport`` and ``Subscription``
-(plus ``DurableLog`` in durable mode and ``Claims`` for ``scope="once"``), the
+(plus ``DurableLog`` in durable mode, ``Claims`` for ``scope="once"`` and
+``Presence`` for heartbeats), the
 asyncio bridge to their ``Async`` twins; see ``relay.transport.base``.
 ``relay.transport.registry`` picks a backend by URL scheme or client:
 ``relay.transport.redis`` (one server), ``relay.transport.sentinel`` and
@@ -12,6 +13,7 @@ asyncio bridge to their ``Async`` twins; see ``relay.transport.base``.
 from relay.transport.base import (
     AsyncClaims,
     AsyncDurableLog,
+    AsyncPresence,
     AsyncSubscription,
     AsyncTransport,
     Claims,
@@ -19,6 +21,7 @@ from relay.transport.base import (
     Log,
     LogEntry,
     Outgoing,
+    Presence,
     Resubscribed,
     Subscription,
     Transport,
@@ -28,6 +31,7 @@ from relay.transport.base import (
 __all__ = [
     "AsyncClaims",
     "AsyncDurableLog",
+    "AsyncPresence",
     "AsyncSubscription",
     "AsyncTransport",
     "Claims",
@@ -35,6 +39,7 @@ __all__ = [
     "Log",
     "LogEntry",
     "Outgoing",
+    "Presence",
     "Resubscribed",
     "Subscription",
     "Transport",

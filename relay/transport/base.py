@@ -7,8 +7,9 @@ transport has the required capability, ``Transport`` (``AsyncTransport``):
 publish many payloads, subscribe and unsubscribe, read with a timeout, check
 its health, close, forget its connections after a fork, and say its largest
 payload. The others are optional: ``DurableLog`` (``AsyncDurableLog``) keeps
-a bounded log and cursors for ``durable=True``, and ``Claims``
-(``AsyncClaims``) makes leases for ``scope="once"``. A bridge checks for
+a bounded log and cursors for ``durable=True``, ``Claims``
+(``AsyncClaims``) makes leases for ``scope="once"``, and ``Presence``
+(``AsyncPresence``) keeps the heartbeats of ``peers()``. A bridge checks for
 what it needs when it is made, or when a ``scope="once"`` receiver connects.
 """
 
@@ -100,9 +101,7 @@ class Subscription(ABC):
 
     def psubscribe(self, patterns: Collection[str]) -> None:
         """Subscribe to every channel matching the glob ``patterns`` (for monitoring)."""
-        raise NotImplementedError(
-            f"{type(self).__name__} cannot subscribe to channel patterns"
-        )
+        raise NotImplementedError(f"{type(self).__name__} cannot subscribe to channel patterns")
 
     @abstractmethod
     def unsubscribe(self, channels: Collection[str]) -> None:
@@ -225,6 +224,25 @@ class Claims(ABC):
         """Remove ``key`` from ``leases``; True if this call removed it."""
 
 
+class Presence(ABC):
+    """
+    The optional capability presence needs (``peers()``, heartbeats): one
+    small record per process, kept under one key per namespace (a Redis hash).
+    """
+
+    @abstractmethod
+    def announce(self, key: str, member: str, data: bytes, ttl_seconds: float) -> None:
+        """Store ``data`` as ``member``'s record in ``key``, which lasts ``ttl_seconds`` more."""
+
+    @abstractmethod
+    def members(self, key: str) -> dict[str, bytes]:
+        """Every record in ``key``, by member."""
+
+    @abstractmethod
+    def forget(self, key: str, members: Sequence[str]) -> None:
+        """Remove the records of ``members`` from ``key``."""
+
+
 class AsyncSubscription(ABC):
     """
     ``Subscription`` for asyncio: one subscribed connection, used by a single
@@ -337,3 +355,19 @@ class AsyncClaims(ABC):
     @abstractmethod
     async def discard(self, leases: str, key: str) -> bool:
         """See ``Claims.discard``."""
+
+
+class AsyncPresence(ABC):
+    """``Presence`` for asyncio."""
+
+    @abstractmethod
+    async def announce(self, key: str, member: str, data: bytes, ttl_seconds: float) -> None:
+        """See ``Presence.announce``."""
+
+    @abstractmethod
+    async def members(self, key: str) -> dict[str, bytes]:
+        """See ``Presence.members``."""
+
+    @abstractmethod
+    async def forget(self, key: str, members: Sequence[str]) -> None:
+        """See ``Presence.forget``."""

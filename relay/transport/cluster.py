@@ -53,6 +53,7 @@ from redis.retry import Retry
 from relay.transport.base import (
     AsyncClaims,
     AsyncDurableLog,
+    AsyncPresence,
     AsyncSubscription,
     AsyncTransport,
     Log,
@@ -70,6 +71,7 @@ from relay.transport.redis import (
     Restorations,
     log_entry,
     milliseconds,
+    queue_announce,
     queue_finish,
     queue_publish,
     queue_renew,
@@ -753,7 +755,7 @@ class AsyncClusterSubscription(AsyncSubscription):
             await reader.close()
 
 
-class AsyncClusterTransport(AsyncTransport, AsyncDurableLog, AsyncClaims):
+class AsyncClusterTransport(AsyncTransport, AsyncDurableLog, AsyncClaims, AsyncPresence):
     """
     ``ClusterTransport`` for asyncio, on ``redis.asyncio.cluster.RedisCluster``.
 
@@ -789,9 +791,7 @@ class AsyncClusterTransport(AsyncTransport, AsyncDurableLog, AsyncClaims):
             parsed = parse_url(url)
             description = parsed.description
             options = {**parsed.options, **options}
-            nodes = [
-                redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.nodes
-            ]
+            nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.nodes]
             client = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
         else:
             if client.get_connection_kwargs().get("decode_responses"):
@@ -883,6 +883,24 @@ class AsyncClusterTransport(AsyncTransport, AsyncDurableLog, AsyncClaims):
             queue_finish(pipe, key, value, ttl_seconds, leases)
             await pipe.execute()
 
+    async def announce(self, key: str, member: str, data: bytes, ttl_seconds: float) -> None:
+        with translated(self.description):
+            pipe = (await self.ready()).pipeline()
+            queue_announce(pipe, key, member, data, ttl_seconds)
+            await pipe.execute()
+
+    async def members(self, key: str) -> dict[str, bytes]:
+        with translated(self.description):
+            client = await self.ready()
+            found: Any = await client.hgetall(key)
+        return {text(member): data for member, data in found.items()}
+
+    async def forget(self, key: str, members: Sequence[str]) -> None:
+        if members:
+            with translated(self.description):
+                client = await self.ready()
+                await client.hdel(key, *members)
+
     async def get_values(self, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
@@ -939,9 +957,7 @@ def from_url(
     return ClusterTransport(url, **options)
 
 
-def from_client(
-    client: Any, asynchronous: bool
-) -> ClusterTransport | AsyncClusterTransport | None:
+def from_client(client: Any, asynchronous: bool) -> ClusterTransport | AsyncClusterTransport | None:
     """The transport around a ``redis.cluster.RedisCluster`` (or its asyncio twin), else None."""
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
         if not asynchronous:

@@ -23,6 +23,7 @@ from redis.retry import Retry
 from relay.transport.base import (
     AsyncClaims,
     AsyncDurableLog,
+    AsyncPresence,
     AsyncSubscription,
     AsyncTransport,
     Claims,
@@ -30,6 +31,7 @@ from relay.transport.base import (
     Log,
     LogEntry,
     Outgoing,
+    Presence,
     Resubscribed,
     Subscription,
     Transport,
@@ -74,8 +76,6 @@ def milliseconds(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-
-
 def queue_renew(pipe: Any, keys: Sequence[str], ttl_seconds: float, leases: str) -> None:
     due = time.time() + ttl_seconds
     for key in keys:
@@ -86,6 +86,11 @@ def queue_renew(pipe: Any, keys: Sequence[str], ttl_seconds: float, leases: str)
 def queue_finish(pipe: Any, key: str, value: str, ttl_seconds: float, leases: str) -> None:
     pipe.set(key, value, px=milliseconds(ttl_seconds))
     pipe.zrem(leases, key)
+
+
+def queue_announce(pipe: Any, key: str, member: str, data: bytes, ttl_seconds: float) -> None:
+    pipe.hset(key, member, data)
+    pipe.pexpire(key, milliseconds(ttl_seconds))
 
 
 def texts(values: Sequence[bytes | str | None]) -> list[str | None]:
@@ -346,9 +351,9 @@ class RedisSubscription(Subscription):
             self._pubsub.reset()
 
 
-class RedisKeys(DurableLog, Claims):
+class RedisKeys(DurableLog, Claims, Presence):
     """
-    The durable log and the claims, on the keys of a redis-py ``client``
+    The durable log, the claims and presence, on the keys of a redis-py ``client``
     (a ``redis.Redis`` or a ``redis.cluster.RedisCluster``): what the
     single-node, Sentinel and Cluster transports share.
     """
@@ -408,6 +413,22 @@ class RedisKeys(DurableLog, Claims):
     def discard(self, leases: str, key: str) -> bool:
         with translated(self.description):
             return bool(self.client.zrem(leases, key))
+
+    def announce(self, key: str, member: str, data: bytes, ttl_seconds: float) -> None:
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_announce(pipe, key, member, data, ttl_seconds)
+            pipe.execute()
+
+    def members(self, key: str) -> dict[str, bytes]:
+        with translated(self.description):
+            found: Any = self.client.hgetall(key)
+        return {text(member): data for member, data in found.items()}
+
+    def forget(self, key: str, members: Sequence[str]) -> None:
+        if members:
+            with translated(self.description):
+                self.client.hdel(key, *members)
 
 
 class RedisTransport(Transport, RedisKeys):
@@ -574,7 +595,7 @@ class AsyncRedisSubscription(AsyncSubscription):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-class AsyncRedisTransport(AsyncTransport, AsyncDurableLog, AsyncClaims):
+class AsyncRedisTransport(AsyncTransport, AsyncDurableLog, AsyncClaims, AsyncPresence):
     """
     Publish and subscribe through Redis from asyncio code.
 
@@ -686,6 +707,22 @@ class AsyncRedisTransport(AsyncTransport, AsyncDurableLog, AsyncClaims):
     async def discard(self, leases: str, key: str) -> bool:
         with translated(self.description):
             return bool(await self.client.zrem(leases, key))
+
+    async def announce(self, key: str, member: str, data: bytes, ttl_seconds: float) -> None:
+        with translated(self.description):
+            pipe = self.client.pipeline(transaction=False)
+            queue_announce(pipe, key, member, data, ttl_seconds)
+            await pipe.execute()
+
+    async def members(self, key: str) -> dict[str, bytes]:
+        with translated(self.description):
+            found: Any = await self.client.hgetall(key)
+        return {text(member): data for member, data in found.items()}
+
+    async def forget(self, key: str, members: Sequence[str]) -> None:
+        if members:
+            with translated(self.description):
+                await self.client.hdel(key, *members)
 
     def subscription(self) -> AsyncRedisSubscription:
         return AsyncRedisSubscription(self.client, self.description)
