@@ -1,5 +1,6 @@
 """
-The ``relay`` command: ``demo``, ``worker``, ``send`` and ``monitor``.
+The ``relay`` command: ``demo``, ``worker``, ``send``, ``monitor``, ``workers``
+and ``dashboard``.
 
 Run ``relay --help`` (or ``python -m relay --help``) for the details of each.
 """
@@ -13,11 +14,13 @@ import logging
 import os
 import signal as os_signal
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
 from relay.bridge import Relay
+from relay.presence import Peer
 from relay.signals import Signal
 from relay.transport.base import TransportError
 from relay.usage import UsageError
@@ -135,9 +138,18 @@ def register_app(bridge: Relay, spec: str, app: Any) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     spec, app = load_app(args.app)
-    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), args.secret)
+    options: dict[str, Any] = {"heartbeat": args.heartbeat}
+    if args.worker_id:
+        options["worker_id"] = args.worker_id
+    bridge = _connect(
+        _redis_url(args.redis_url), _namespace(args.namespace), args.secret, **options
+    )
     try:
         register_app(bridge, spec, app)
+        if args.metrics_port is not None:
+            from relay.contrib.prometheus import serve_metrics
+
+            serve_metrics(bridge, args.metrics_port, args.metrics_host)
         bridge.run()
     finally:
         bridge.close()
@@ -206,6 +218,115 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return monitor(bridge, args.signal or None, as_json=args.json, limit=args.count)
     except ValueError as exc:  # a cluster: name the signals
         raise UsageError(str(exc)) from None
+    finally:
+        bridge.close()
+
+
+# -- relay workers ----------------------------------------------------------------
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def workers_table(peers: Sequence[Peer], now: float) -> list[str]:
+    """The lines ``relay workers`` prints for ``peers``."""
+    header = (
+        "WORKER",
+        "KIND",
+        "HOST",
+        "PID",
+        "STATE",
+        "UP",
+        "SENDS",
+        "HEARS",
+        "PUBLISHED",
+        "RECEIVED",
+        "FIRED",
+        "GAPS",
+        "MISSED",
+        "REPLAYED",
+        "DROPPED",
+        "REJECTED",
+        "ERRORS",
+    )
+    rows = [header]
+    for peer in peers:
+        stats = peer.stats
+        if peer.alive:
+            state = "alive"
+        else:
+            state = f"{peer.state} (last seen {_ago(now - peer.last_seen)} ago)"
+        rows.append(
+            (
+                peer.worker_id or "-",
+                peer.kind,
+                peer.host,
+                str(peer.pid),
+                state,
+                _ago(peer.last_seen - peer.started_at),
+                str(len(peer.sends)),
+                str(len(peer.hears)),
+                *(
+                    str(stats.get(name, 0))
+                    for name in (
+                        "published",
+                        "received",
+                        "fired",
+                        "gaps",
+                        "missed",
+                        "replayed",
+                        "dropped",
+                        "rejected",
+                        "receiver_errors",
+                    )
+                ),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), args.secret)
+    try:
+        peers = bridge.peers(include_gone=True)
+    finally:
+        bridge.close()
+    if args.json:
+        print(json.dumps([peer.as_dict() for peer in peers], indent=2))
+        return 0
+    if not peers:
+        print(f"no workers on namespace {bridge.namespace!r} (in the last hour)")
+        return 0
+    for line in workers_table(peers, time.time()):
+        print(line)
+    return 0
+
+
+# -- relay dashboard --------------------------------------------------------------
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from relay.dashboard import run_dashboard
+
+    _setup_logging(args.verbose)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        raise UsageError(
+            f"--host {args.host} serves the dashboard beyond this machine: give a --token "
+            "that the page must present (or keep the default --host 127.0.0.1)"
+        )
+    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), args.secret)
+    try:
+        return run_dashboard(bridge, host=args.host, port=args.port, token=args.token)
     finally:
         bridge.close()
 
@@ -298,6 +419,30 @@ def build_parser() -> argparse.ArgumentParser:
         "list), a Signal, a list of them, or a callable taking the Relay",
     )
     _add_broker_options(worker)
+    worker.add_argument(
+        "--worker-id",
+        metavar="NAME",
+        help="a stable name for this worker, shown by `relay workers`",
+    )
+    worker.add_argument(
+        "--heartbeat",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="announce this worker every SECONDS (5; 0: no presence)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics on port N (needs signal-relay[prometheus])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address to serve metrics on (127.0.0.1)",
+    )
     worker.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     worker.set_defaults(handler=cmd_worker)
 
@@ -334,6 +479,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_broker_options(monitor)
     monitor.set_defaults(handler=cmd_monitor)
+
+    workers = commands.add_parser(
+        "workers",
+        help="list the processes on a namespace",
+        description="Every process whose bridge heartbeats on the namespace, alive or gone "
+        "in the last hour, from its last heartbeat.",
+    )
+    workers.add_argument("--json", action="store_true", help="a JSON array of the workers")
+    _add_broker_options(workers)
+    workers.set_defaults(handler=cmd_workers)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="a live dashboard of a namespace in the browser",
+        description="Serve a page that shows the workers of a namespace, their counters, "
+        "per-signal rates and delivery latency, live.",
+    )
+    dashboard.add_argument("--port", type=int, default=8765, metavar="N", help="port (8765)")
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address to serve on (127.0.0.1); any other needs --token",
+    )
+    dashboard.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=os.environ.get("RELAY_DASHBOARD_TOKEN"),
+        help="a secret the page must present: open http://HOST:PORT/?token=TOKEN "
+        "(default: $RELAY_DASHBOARD_TOKEN)",
+    )
+    _add_broker_options(dashboard)
+    dashboard.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    dashboard.set_defaults(handler=cmd_dashboard)
     return parser
 
 
