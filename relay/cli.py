@@ -255,7 +255,7 @@ def workers_table(peers: Sequence[Peer], now: float) -> list[str]:
         "REJECTED",
         "ERRORS",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for peer in peers:
         stats = peer.stats
         if peer.alive:

@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from redis.backoff import EqualJitterBackoff
 
-from relay import ops, origin, presence, wire
+from relay import ops, origin, presence, tracing, wire
 from relay.naming import class_named, sender_name
 from relay.ops import Steps as _Steps
 from relay.signals import Registration, Signal, once_name
@@ -88,6 +88,9 @@ _MAX_WATCHED: Final = 100_000
 # headers, the header map, the signature field. Origins are at most a few
 # hundred bytes.
 _FRAME_OVERHEAD: Final = 512
+# The most a message's trace context adds to its frame's header (see relay.wire).
+_TRACE_OVERHEAD: Final = 1400
+_context_to_send: Final = tracing.context_to_send
 #: How long the broker keeps the heartbeat of a process that stopped sending
 #: them (and the presence key of a namespace nobody heartbeats on).
 PRESENCE_RETENTION: Final = 3600.0
@@ -122,8 +125,10 @@ def current_message() -> wire.Message | None:
     """
     The message being handled, inside a receiver fired for a remote send.
 
-    It has ``id``, ``origin``, ``signal``, ``sender`` (the sender's name) and
-    ``sent_at`` (Unix time). During a local send, returns None.
+    It has ``id``, ``origin``, ``seq``, ``signal``, ``sender`` (the sender's
+    name), ``sent_at`` (Unix time), ``kwargs`` and ``trace`` (the sender's W3C
+    trace context, or None; see ``relay.tracing``). During a local send,
+    returns None.
     """
     return _current_message.get()
 
@@ -254,10 +259,12 @@ class _RateLimitedLog:
         logger.warning(message, *args)
 
 
-# A send, encoded but not numbered yet: (outbox, message id, wire.MessagePacker.body()).
-_Prepared = tuple["_Outbox", bytes, bytes]
-# A numbered message, ready for a frame: (outbox, packed message, message id, sequence number).
-_Item = tuple["_Outbox", bytes, bytes, int]
+# A send, encoded but not numbered yet: (outbox, message id, wire.MessagePacker.body(),
+# the trace context of the span current at the send or None).
+_Prepared = tuple["_Outbox", bytes, bytes, dict[str, str] | None]
+# A numbered message, ready for a frame: (outbox, packed message, message id, sequence
+# number, trace context).
+_Item = tuple["_Outbox", bytes, bytes, int, dict[str, str] | None]
 
 
 class _Outbox:
@@ -285,7 +292,7 @@ class _Outbox:
                 f"{limit}-byte limit; send less data (an id to look up, say) or raise "
                 "Relay(max_message_size=...) in every process"
             )
-        return (self, origin.new_message_id(), body)
+        return (self, origin.new_message_id(), body, _context_to_send())
 
     def number(self, prepared: _Prepared) -> _Item:
         """
@@ -294,7 +301,8 @@ class _Outbox:
         so that numbers follow the order of the channel.
         """
         seq = self.numbering.take()
-        return (self, wire.number_message(prepared[1], seq, prepared[2]), prepared[1], seq)
+        message = wire.number_message(prepared[1], seq, prepared[2])
+        return (self, message, prepared[1], seq, prepared[3])
 
     def hand_off(self, prepared: _Prepared) -> None:
         self.bridge._hand_off(prepared)
@@ -321,13 +329,16 @@ def _frames(
     frames: list[Outgoing] = []
     run: list[bytes] = []
     ids: list[bytes] = []
+    traces: list[tuple[int, str, str | None]] = []
     run_outbox: _Outbox | None = None
     run_size = _FRAME_OVERHEAD
     last_seq = 0
     origin_id = origin.origin_id() if logged else ""
 
     def close_run(outbox: _Outbox) -> None:
-        data = wire.build_frame(prefix, run, key=key, started_at=outbox.numbering.started_at)
+        data = wire.build_frame(
+            prefix, run, key=key, started_at=outbox.numbering.started_at, traces=traces
+        )
         if logged:
             frames.append(
                 Outgoing(
@@ -342,12 +353,16 @@ def _frames(
         else:
             frames.append(Outgoing(outbox.channel, data))
 
-    for outbox, packed, message_id, seq in batch:
+    for outbox, packed, message_id, seq, context in batch:
         size = len(packed) + 1
+        if context is not None:
+            size += _TRACE_OVERHEAD
         if run_outbox is not None and (outbox is not run_outbox or run_size + size > limit):
             close_run(run_outbox)
-            run, ids, run_size = [], [], _FRAME_OVERHEAD
+            run, ids, traces, run_size = [], [], [], _FRAME_OVERHEAD
         run_outbox = outbox
+        if context is not None:
+            traces.append((len(run), context["traceparent"], context.get("tracestate")))
         run.append(packed)
         if logged:
             ids.append(message_id)
@@ -994,16 +1009,17 @@ class Bridge:
     ) -> tuple[int, int]:
         """Call synchronous receivers robustly; return (calls, errors)."""
         fired = errors = 0
-        for ref, weak, sender in calls:
-            receiver = ref() if weak else ref
-            if receiver is None:
-                continue
-            fired += 1
-            try:
-                receiver(signal=signal, sender=sender, **message.kwargs)
-            except Exception as err:
-                errors += 1
-                self._log_receiver_error(receiver, message, err)
+        with tracing.receiving(message):
+            for ref, weak, sender in calls:
+                receiver = ref() if weak else ref
+                if receiver is None:
+                    continue
+                fired += 1
+                try:
+                    receiver(signal=signal, sender=sender, **message.kwargs)
+                except Exception as err:
+                    errors += 1
+                    self._log_receiver_error(receiver, message, err)
         return fired, errors
 
     def _coroutine_calls(
@@ -1016,11 +1032,12 @@ class Bridge:
             receiver: Callable[..., Any], sender: object
         ) -> Callable[[], Coroutine[Any, Any, None]]:
             async def run() -> None:
-                try:
-                    await receiver(signal=signal, sender=sender, **message.kwargs)
-                except Exception as err:
-                    errors.append(err)
-                    self._log_receiver_error(receiver, message, err)
+                with tracing.receiving(message):
+                    try:
+                        await receiver(signal=signal, sender=sender, **message.kwargs)
+                    except Exception as err:
+                        errors.append(err)
+                        self._log_receiver_error(receiver, message, err)
 
             return run
 

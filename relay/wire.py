@@ -8,10 +8,16 @@ A frame is one pub/sub payload, a msgpack array::
 
 ``version`` is ``WIRE_VERSION``; ``origin`` is the id of the sending process;
 ``header``, optional, is a map of named fields that readers which do not know
-a field ignore (so fields can be added without a new version): ``"n"``, a
-float, is ``time.time()`` in the origin when it numbered its first message of
-this frame's signal (see ``relay.origin.Numbering``). ``messages`` is an array
-of messages, each::
+a field ignore (so fields can be added without a new version):
+
+- ``"n"``, a float, is ``time.time()`` in the origin when it numbered its
+  first message of this frame's signal (see ``relay.origin.Numbering``);
+- ``"t"`` is the W3C trace context of messages sent while a trace span was
+  current (see ``relay.tracing``), versioned: ``[1, entries]``, each entry
+  ``[index (int), traceparent (str), tracestate (str | nil)]`` for the message
+  at ``index`` in ``messages``. Readers skip a ``"t"`` of another version.
+
+``messages`` is an array of messages, each::
 
     [id (bin 16), seq (int), signal (str), sender (str | nil), sent_at (float),
      kwargs (map)]
@@ -90,6 +96,10 @@ _CONTAINER_CODES: Final = frozenset({_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET})
 _FRAME_HEAD: Final = bytes([0x94, WIRE_VERSION])
 _HEADED_FRAME_HEAD: Final = bytes([0x95, WIRE_VERSION])
 _STARTED_KEY: Final = b"\xa1n"  # the header field "n", packed
+_TRACE_VERSION: Final = 1  # of the header field "t"
+#: The longest ``traceparent`` and ``tracestate`` a frame header may carry.
+TRACEPARENT_LIMIT: Final = 256
+TRACESTATE_LIMIT: Final = 1024
 _MESSAGE_HEAD: Final = 0x96  # fixarray of 6
 _ID_HEAD: Final = b"\x96\xc4\x10"  # a message's header, then its id as bin 8 of 16 bytes
 _FLOAT_HEAD: Final = b"\xcb"  # float 64
@@ -149,6 +159,11 @@ class Message:
 
         kwargs
             The keyword arguments of the send.
+
+        trace
+            The W3C trace context the sender's span sent along
+            (``{"traceparent": ..., "tracestate": ...}``, see
+            ``relay.tracing``), or None.
     """
 
     id: str
@@ -158,6 +173,7 @@ class Message:
     sender: str | None
     sent_at: float
     kwargs: dict[str, Any]
+    trace: dict[str, str] | None = None
 
 
 # -- encoding ----------------------------------------------------------------
@@ -425,6 +441,7 @@ def build_frame(
     *,
     key: bytes | None = None,
     started_at: float | None = None,
+    traces: Sequence[tuple[int, str, str | None]] | None = None,
 ) -> bytes:
     """
     A frame of messages packed by ``pack_message()``, from the origin whose
@@ -433,12 +450,20 @@ def build_frame(
     With a ``key`` (see ``derive_key()``) the frame is signed: its mac is the
     HMAC-SHA256 of every byte before it, under ``key``. Without one its mac is
     nil. With ``started_at`` the frame has a header saying when the origin
-    numbered its first message of the frame's signal.
+    numbered its first message of the frame's signal. ``traces`` are
+    ``(index, traceparent, tracestate)`` of the messages that carry a trace
+    context, for the header's field ``"t"``.
     """
-    if started_at is None:
+    if started_at is None and not traces:
         parts: tuple[bytes, ...] = (prefix, _array_header(len(messages)), *messages)
     else:
-        header = b"\x81%s%s%s" % (_STARTED_KEY, _FLOAT_HEAD, _pack_double(started_at))
+        if traces:
+            fields: dict[str, Any] = {"t": [_TRACE_VERSION, [list(t) for t in traces]]}
+            if started_at is not None:
+                fields["n"] = started_at
+            header = _pack(fields)
+        else:
+            header = b"\x81%s%s%s" % (_STARTED_KEY, _FLOAT_HEAD, _pack_double(started_at))
         parts = (
             _HEADED_FRAME_HEAD,
             prefix[len(_FRAME_HEAD) :],
@@ -702,12 +727,14 @@ def read_frame(
         raise WireError("not a frame")
     if frame[0] != WIRE_VERSION:
         raise WireError(f"unknown wire version {frame[0]}")
+    traces = None
     if len(frame) == 4:
         origin, messages, mac = frame[1], frame[2], frame[3]
         started_at = None
     elif len(frame) == 5:
         origin, messages, header, mac = frame[1], frame[2], frame[3], frame[4]
         started_at = _started_at(header)
+        traces = header.get("t")
     else:
         raise WireError(f"bad frame: {len(frame)} elements instead of 4 or 5")
     if keys is None:
@@ -755,7 +782,33 @@ def read_frame(
                     raise WireError("too deeply nested") from None
                 items = reader.items
         decoded.append(_message(id_.hex(), origin, seq, signal, sender, sent_at, kwargs))
+    if traces is not None:
+        _add_traces(decoded, traces)
     return Frame(origin, decoded, started_at)
+
+
+def _add_traces(messages: list[Message], traces: Any) -> None:
+    """Attach the trace contexts of a header's field ``"t"`` to their messages."""
+    if type(traces) is not list or not traces or type(traces[0]) is not int:
+        raise WireError("bad header field 't'")
+    if traces[0] != _TRACE_VERSION:
+        return  # a newer writer's format: the messages go on without their context
+    if len(traces) != 2 or type(traces[1]) is not list:
+        raise WireError("bad header field 't'")
+    for entry in traces[1]:
+        if type(entry) is not list or len(entry) != 3:
+            raise WireError("bad header field 't': not [index, traceparent, tracestate]")
+        index, parent, state = entry
+        if type(index) is not int or not 0 <= index < len(messages):
+            raise WireError("bad header field 't': no message at that index")
+        if type(parent) is not str or not 0 < len(parent) <= TRACEPARENT_LIMIT:
+            raise WireError("bad header field 't': bad traceparent")
+        context = {"traceparent": parent}
+        if state is not None:
+            if type(state) is not str or len(state) > TRACESTATE_LIMIT:
+                raise WireError("bad header field 't': bad tracestate")
+            context["tracestate"] = state
+        _set_trace(messages[index], context)
 
 
 def _started_at(header: Any) -> float | None:
@@ -773,7 +826,9 @@ def _message_maker() -> Callable[[str, str, int, str, str | None, float, dict[st
     # which costs more than the rest of decoding a small message; the slots'
     # own descriptors set them directly.
     setters = [getattr(Message, name).__set__ for name in Message.__slots__]
-    set_id, set_origin, set_seq, set_signal, set_sender, set_sent_at, set_kwargs = setters
+    set_id, set_origin, set_seq, set_signal, set_sender, set_sent_at, set_kwargs, set_trace = (
+        setters
+    )
     new = object.__new__
 
     def make(
@@ -793,12 +848,14 @@ def _message_maker() -> Callable[[str, str, int, str, str | None, float, dict[st
         set_sender(message, sender)
         set_sent_at(message, sent_at)
         set_kwargs(message, kwargs)
+        set_trace(message, None)
         return message
 
     return make
 
 
 _message: Final = _message_maker()
+_set_trace: Final = getattr(Message, "trace").__set__  # noqa: B009 (a slot, not a field)
 
 
 def _unpack(data: bytes, max_size: int, max_items: int) -> Any:

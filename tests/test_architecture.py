@@ -89,6 +89,7 @@ def test_the_lower_floors_import_nothing_of_redis_or_of_the_floors_above() -> No
         "relay.accounting",
         "relay.ops",
         "relay.presence",
+        "relay.tracing",
     ]
     for name in pure:
         assert not {"redis", "fakeredis"} & third_party(name), name
