@@ -375,6 +375,31 @@ def test_the_relay_command_sends_and_monitors_through_a_cluster_url(
     assert "name the signals to watch" in watch_all.stderr
 
 
+def test_presence_works_on_a_cluster_threaded_and_asyncio(
+    cluster: RedisCluster, namespace: str
+) -> None:
+    heard = Signal(name="cluster.presence")
+    heard.connect(lambda sender, **kwargs: None, weak=False)
+    threaded = Relay(cluster.url, namespace=namespace, worker_id="t", heartbeat=0.1)
+    threaded.register(heard)
+
+    async def main() -> tuple[set[Any], set[Any]]:
+        bridge = AsyncRelay(cluster.url, namespace=namespace, worker_id="a", heartbeat=0.1)
+        async with bridge:
+            live = {(p.worker_id, p.kind, p.hears) for p in await bridge.peers()}
+        return live, {(p.worker_id, p.state) for p in await bridge.peers(include_gone=True)}
+
+    with threaded:
+        live, after = asyncio.run(main())
+        assert live == {("t", "Relay", ("cluster.presence",)), ("a", "AsyncRelay", ())}
+        assert after == {("t", "alive"), ("a", "stopped")}
+    assert {(p.worker_id, p.state) for p in threaded.peers(include_gone=True)} == {
+        ("t", "stopped"),
+        ("a", "stopped"),
+    }
+    threaded.close()
+
+
 def test_a_cluster_client_is_taken_as_it_is(cluster: RedisCluster, namespace: str) -> None:
     import redis.asyncio.cluster
 

@@ -133,9 +133,14 @@ def test_a_sentinel_url_finds_the_master_and_relays(
     listener = Listener(sentinels.url, namespace, durable=True)
     assert isinstance(listener.bridge.transport, SentinelTransport)
     with listener.bridge:
+        # Presence through the sentinels, too.
+        assert [p.kind for p in listener.bridge.peers()] == ["Relay"]
         process = producer(sentinels.url, namespace, 200, 0, durable=True)
         report = finish(process)
         wait_until(lambda: len(listener.fired) == 200)
+    assert [p.state for p in listener.bridge.peers(include_gone=True)] == ["stopped"] * len(
+        listener.bridge.peers(include_gone=True)
+    )
     listener.close()
     assert listener.fired == list(range(1, 201))
     # The log lives on the master.
