@@ -557,8 +557,22 @@ class Relay(Bridge):
             gap.send_robust(self, **kwargs)
         if not accepted.fresh:
             return 0
+        fired = errors = 0
         for message in accepted.fresh:
-            self._fire(signal, message)
+            sync, asynchronous, once = _remote_calls(signal, message.sender)
+            if asynchronous or once:
+                self._fire(signal, message)
+            elif sync:
+                # The common case, without the claims and coroutines of _fire.
+                token = _current_message.set(message)
+                try:
+                    counts = self._call_sync(signal, message, sync)
+                finally:
+                    _current_message.reset(token)
+                fired += counts[0]
+                errors += counts[1]
+        if fired:
+            self._count_fired(accepted.fresh[0].signal, fired, errors)
         if self.worker_id is not None:
             self._drive(self._remember_steps(accepted.fresh[-1]))
         return len(accepted.fresh)

@@ -12,6 +12,7 @@ own way, with threads or with asyncio, sending the results back in.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import heapq
 import itertools
@@ -91,6 +92,7 @@ _FRAME_OVERHEAD: Final = 512
 # The most a message's trace context adds to its frame's header (see relay.wire).
 _TRACE_OVERHEAD: Final = 1400
 _context_to_send: Final = tracing.context_to_send
+_NO_SPAN: Final = contextlib.nullcontext()
 #: How long the broker keeps the heartbeat of a process that stopped sending
 #: them (and the presence key of a namespace nobody heartbeats on).
 PRESENCE_RETENTION: Final = 3600.0
@@ -1009,7 +1011,7 @@ class Bridge:
     ) -> tuple[int, int]:
         """Call synchronous receivers robustly; return (calls, errors)."""
         fired = errors = 0
-        with tracing.receiving(message):
+        with _NO_SPAN if message.trace is None else tracing.receiving(message):
             for ref, weak, sender in calls:
                 receiver = ref() if weak else ref
                 if receiver is None:

@@ -119,6 +119,7 @@ _SEQ_LIMIT: Final = 1 << 64
 
 # Types msgpack decodes natively and the decoder passes through untouched.
 _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
+_NAME_TYPES: Final = frozenset({str})  # the one type of a keyword argument's name
 
 _MICROSECOND: Final = dt.timedelta(microseconds=1)
 _ZERO: Final = dt.timedelta(0)
@@ -750,6 +751,10 @@ def read_frame(
     items = len(messages)
     reader: _Reader | None = None
     decoded: list[Message] = []
+    make = _message
+    all_plain = _PLAIN.issuperset
+    all_names = _NAME_TYPES.issuperset
+    isfinite = math.isfinite
     for fields in messages:
         if type(fields) is not list or len(fields) != 6:
             raise WireError("bad message: not an array of 6 fields")
@@ -762,26 +767,27 @@ def read_frame(
             raise WireError("bad field 'signal'")
         if sender is not None and type(sender) is not str:
             raise WireError("bad field 'sender'")
-        if type(sent_at) is not float or not math.isfinite(sent_at):
+        if type(sent_at) is not float or not isfinite(sent_at):
             raise WireError("bad field 'sent_at'")
         if type(kwargs) is not dict:
             raise WireError("bad field 'kwargs'")
         items += len(kwargs)
         if items > max_items:
             raise WireError(f"too many items: over the limit of {max_items}")
-        for key, value in kwargs.items():
-            if type(key) is not str:
-                raise WireError("bad field 'kwargs': a keyword argument name is not a string")
-            if type(value) not in _PLAIN:
-                if reader is None:
-                    reader = _Reader(max_size, max_depth, max_items)
-                reader.items = items
-                try:
-                    kwargs[key] = reader.value(value, 0)
-                except RecursionError:
-                    raise WireError("too deeply nested") from None
-                items = reader.items
-        decoded.append(_message(id_.hex(), origin, seq, signal, sender, sent_at, kwargs))
+        if not all_names(map(type, kwargs)):
+            raise WireError("bad field 'kwargs': a keyword argument name is not a string")
+        if not all_plain(map(type, kwargs.values())):
+            for key, value in kwargs.items():
+                if type(value) not in _PLAIN:
+                    if reader is None:
+                        reader = _Reader(max_size, max_depth, max_items)
+                    reader.items = items
+                    try:
+                        kwargs[key] = reader.value(value, 0)
+                    except RecursionError:
+                        raise WireError("too deeply nested") from None
+                    items = reader.items
+        decoded.append(make(id_.hex(), origin, seq, signal, sender, sent_at, kwargs))
     if traces is not None:
         _add_traces(decoded, traces)
     return Frame(origin, decoded, started_at)
