@@ -317,9 +317,10 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from relay.dashboard import run_dashboard
+    from relay.dashboard.server import is_loopback
 
     _setup_logging(args.verbose)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+    if not is_loopback(args.host) and not args.token:
         raise UsageError(
             f"--host {args.host} serves the dashboard beyond this machine: give a --token "
             "that the page must present (or keep the default --host 127.0.0.1)"
