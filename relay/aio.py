@@ -577,7 +577,7 @@ class AsyncRelay(Bridge):
         if not accepted.fresh:
             return 0
         await self._fire_all(signal, accepted.fresh)
-        if self.worker_id is not None:
+        if self.durable and self.worker_id is not None:
             await self._drive(self._remember_steps(accepted.fresh[-1]))
         return len(accepted.fresh)
 

@@ -573,7 +573,7 @@ class Relay(Bridge):
                 errors += counts[1]
         if fired:
             self._count_fired(accepted.fresh[0].signal, fired, errors)
-        if self.worker_id is not None:
+        if self.durable and self.worker_id is not None:
             self._drive(self._remember_steps(accepted.fresh[-1]))
         return len(accepted.fresh)
 

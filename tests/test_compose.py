@@ -3,17 +3,20 @@ Keep docker-compose.yml honest without docker: read it, run each service's
 command as a local process (the ``redis`` service replaced by the test's
 private server, the namespace by a fresh one) and check what ``docker compose
 up`` should show: every worker logs the producer's orders, by_class fires only
-for orders sent by ``Order`` or its name, and the monitor prints them.
+for orders sent by ``Order`` or its name, the monitor prints them, and the
+dashboard shows the three workers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +27,7 @@ import yaml
 
 from relay.demo.app import Order
 from relay.demo.run import SENDERS
+from relay.testing import free_port
 
 pytestmark = pytest.mark.redis
 
@@ -35,6 +39,7 @@ DEADLINE = 30.0
 EXECUTABLES = {"relay": str(Path(sys.executable).with_name("relay")), "python": sys.executable}
 #: Orders whose sender is Order or its name: by_class and by_name fire for them.
 MONITOR_LINE = re.compile(r"  demo\.order_placed  sender=.*  number=(\d+)$", re.M)
+WORKER_IDS = ["worker-1", "worker-2", "worker-3"]
 BY_ORDER = {i for i, sender in enumerate(SENDERS) if sender in (Order, "relay.demo.app.Order")}
 
 
@@ -75,7 +80,9 @@ def test_redis_service_is_an_official_image_with_a_healthcheck(
     assert "redis-cli" in " ".join(test[1:]) and "ping" in " ".join(test[1:])
 
 
-def test_three_workers_a_producer_and_a_monitor(services: dict[str, dict[str, Any]]) -> None:
+def test_three_workers_a_producer_a_monitor_and_a_dashboard(
+    services: dict[str, dict[str, Any]],
+) -> None:
     workers = [name for name, service in services.items() if is_worker(service)]
     assert len(workers) == 3, workers
     producers = [
@@ -90,7 +97,21 @@ def test_three_workers_a_producer_and_a_monitor(services: dict[str, dict[str, An
     ]
     assert producers == ["producer"]
     assert monitors == ["monitor"]
-    assert set(services) == {"redis", *workers, *producers, *monitors}
+    dashboards = [
+        name
+        for name, service in services.items()
+        if list(service.get("command", []))[:2] == ["relay", "dashboard"]
+    ]
+    assert len(dashboards) == 1
+    assert set(services) == {"redis", *workers, *producers, *monitors, *dashboards}
+    dashboard = services[dashboards[0]]
+    command = dashboard["command"]
+    # Beyond the container's loopback only with a token, and published on the host's loopback.
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert command[command.index("--token") + 1]
+    assert dashboard["ports"] == ["127.0.0.1:8765:8765"]
+    ids = [services[w]["command"][services[w]["command"].index("--worker-id") + 1] for w in workers]
+    assert sorted(ids) == ["worker-1", "worker-2", "worker-3"]
     # The producer starts after the workers, so they hear (nearly) every order.
     assert set(workers) <= set(depends_on(services["producer"]))
     for name in workers:
@@ -126,6 +147,7 @@ def test_dockerfile_installs_the_package() -> None:
 class Service:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
         self.name = name
+        self.argv = argv
         self.out_path = logs / f"{name}.out"
         self.err_path = logs / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
@@ -166,6 +188,12 @@ def local_command(command: list[str], url: str, namespace: str) -> list[str]:
     argv = [url if arg == COMPOSE_URL else arg for arg in command]
     argv[argv.index("--namespace") + 1] = namespace
     argv[0] = EXECUTABLES[argv[0]]
+    if "--port" in argv:
+        argv[argv.index("--port") + 1] = str(free_port())
+    if "--token" in argv:
+        # What docker compose makes of ${RELAY_DASHBOARD_TOKEN:-demo} without the variable.
+        token = argv.index("--token") + 1
+        argv[token] = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", argv[token])
     return argv
 
 
@@ -199,7 +227,22 @@ def test_compose_up_runs_the_demo(
         argv = local_command(list(service["command"]), redis_url, namespace)
         started[name] = Service(name, argv, env, tmp_path)
     workers = [started[name] for name, service in services.items() if is_worker(service)]
-    producer, monitor = started["producer"], started["monitor"]
+    producer, monitor, dashboard = started["producer"], started["monitor"], started["dashboard"]
+    command = dashboard.argv
+    dashboard_url = (
+        f"http://127.0.0.1:{command[command.index('--port') + 1]}/state.json"
+        f"?token={command[command.index('--token') + 1]}"
+    )
+
+    def dashboard_workers() -> list[str]:
+        try:
+            with urllib.request.urlopen(dashboard_url, timeout=5) as response:
+                state = json.load(response)
+        except OSError:
+            return []
+        # The producer and the monitor heartbeat too, without a worker id.
+        alive = [w["worker_id"] for w in state["workers"] if w["state"] == "alive"]
+        return sorted(w for w in alive if w is not None)
 
     def common_orders() -> set[int]:
         sets = [set(orders(worker.stderr, "any_sender")) for worker in workers]
@@ -211,7 +254,7 @@ def test_compose_up_runs_the_demo(
             service.check_alive()
         common = common_orders()
         monitored = MONITOR_LINE.findall(monitor.stdout)
-        if len(common) >= 8 and len(monitored) >= 4:
+        if len(common) >= 8 and len(monitored) >= 4 and dashboard_workers() == WORKER_IDS:
             break
         if time.monotonic() > deadline:
             logs = "\n".join(f"== {s.name}\n{s.stdout}{s.stderr}" for s in started.values())
@@ -222,7 +265,7 @@ def test_compose_up_runs_the_demo(
         service.process.send_signal(signal.SIGTERM)
     for service in started.values():
         service.process.wait(timeout=DEADLINE)
-    for service in [*workers, producer, monitor]:
+    for service in [*workers, producer, monitor, dashboard]:
         assert service.process.returncode == 0, f"{service.name}:\n{service.stderr}"
         assert "Traceback" not in service.stderr, f"{service.name}:\n{service.stderr}"
 

@@ -413,6 +413,7 @@ def test_peers_and_relay_workers_show_real_workers_and_one_sigkilled_turns_gone(
     assert all(w["signals"]["presence.ping"]["fired"] == 25 for w in listed)
     assert all(sum(w["signals"]["presence.ping"]["latency"]) == 25 for w in listed)
     assert all(w["stats"]["gaps"] == w["stats"]["rejected"] == 0 for w in listed)
+    assert all(w["stats"]["listener_errors"] == 0 for w in listed)
     assert all(w["hears"] == ["presence.ping"] for w in listed)
 
     workers[1].send_signal(signal.SIGKILL)
