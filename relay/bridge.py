@@ -16,7 +16,7 @@ import signal as os_signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -76,7 +76,9 @@ class _Publisher:
     def __init__(self, bridge: Relay) -> None:
         self.bridge = bridge
         self._items: deque[_Item] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        # put() takes the bare lock (cheaper than the condition's own with).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queued = 0  # messages ever queued
         self._done = 0  # messages ever published or dropped
         self._stopping = False
@@ -93,7 +95,7 @@ class _Publisher:
 
     def put(self, prepared: _Prepared) -> None:
         bridge = self.bridge
-        with self._cond:
+        with self._lock:
             if len(self._items) >= bridge.max_queue:
                 if bridge._publisher_connected and bridge.queue_wait > 0:
                     self._cond.wait_for(
@@ -144,7 +146,8 @@ class _Publisher:
         self._items = deque()
         self._queued = self._done = 0
         self._thread = None
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
 
     def _run(self) -> None:
         try:
@@ -420,6 +423,11 @@ class Relay(Bridge):
         self._drive(self._heartbeat_steps(stopped=True))
 
     # -- publishing ---------------------------------------------------------
+
+    def _hand_off_function(self) -> Callable[[_Prepared], None]:
+        if self.publish_mode == "async":
+            return self._publisher.put
+        return self._hand_off
 
     def _hand_off(self, prepared: _Prepared) -> None:
         if self.publish_mode == "async":

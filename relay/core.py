@@ -91,7 +91,7 @@ _MAX_WATCHED: Final = 100_000
 _FRAME_OVERHEAD: Final = 512
 # The most a message's trace context adds to its frame's header (see relay.wire).
 _TRACE_OVERHEAD: Final = 1400
-_context_to_send: Final = tracing.context_to_send
+_context_to_send: Final = tracing.context_to_send if tracing.ENABLED else None
 _NO_SPAN: Final = contextlib.nullcontext()
 #: How long the broker keeps the heartbeat of a process that stopped sending
 #: them (and the presence key of a namespace nobody heartbeats on).
@@ -272,6 +272,8 @@ _Item = tuple["_Outbox", bytes, bytes, int, dict[str, str] | None]
 class _Outbox:
     """What a bridge attaches to one registered signal (see ``Signal._attach``)."""
 
+    hand_off: Callable[[_Prepared], None]
+
     def __init__(self, bridge: Bridge, name: str) -> None:
         self.bridge = bridge
         self.namespace = bridge.namespace
@@ -280,13 +282,16 @@ class _Outbox:
         #: Its own durable log (sharded, durable), else None: the namespace's.
         self.log = bridge._signal_log(name)
         self.renew_origin()
+        # What hand_off() calls, bound once: the driver's queue, in the common case.
+        self.hand_off = bridge._hand_off_function()
 
     def renew_origin(self) -> None:
         self.numbering = origin.numbering((self.namespace, self.name))
         self._packer = wire.MessagePacker(self.name)
 
     def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> _Prepared:
-        body = self._packer.body(sender_name(sender), time.time(), wire.encode_kwargs(named))
+        name = None if sender is None else sender_name(sender)
+        body = self._packer.body(name, time.time(), wire.encode_kwargs(named))
         limit = self.bridge.max_message_size
         if len(body) + _FRAME_OVERHEAD > limit:
             raise ValueError(
@@ -294,7 +299,12 @@ class _Outbox:
                 f"{limit}-byte limit; send less data (an id to look up, say) or raise "
                 "Relay(max_message_size=...) in every process"
             )
-        return (self, origin.new_message_id(), body, _context_to_send())
+        return (
+            self,
+            origin.new_message_id(),
+            body,
+            None if _context_to_send is None else _context_to_send(),
+        )
 
     def number(self, prepared: _Prepared) -> _Item:
         """
@@ -305,9 +315,6 @@ class _Outbox:
         seq = self.numbering.take()
         message = wire.number_message(prepared[1], seq, prepared[2])
         return (self, message, prepared[1], seq, prepared[3])
-
-    def hand_off(self, prepared: _Prepared) -> None:
-        self.bridge._hand_off(prepared)
 
     async def ahand_off(self, prepared: _Prepared) -> None:
         await self.bridge._ahand_off(prepared)
@@ -825,6 +832,10 @@ class Bridge:
 
     def _hand_off(self, prepared: _Prepared) -> None:
         raise NotImplementedError
+
+    def _hand_off_function(self) -> Callable[[_Prepared], None]:
+        """What an outbox's ``hand_off`` calls: ``_hand_off`` unless a driver has quicker."""
+        return self._hand_off
 
     async def _ahand_off(self, prepared: _Prepared) -> None:
         raise NotImplementedError

@@ -19,8 +19,9 @@ any instrumented library: relay asks the global one for the tracer
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 from relay._version import __version__
@@ -45,6 +46,41 @@ if _trace is not None:
     _get_current_span = _trace.get_current_span
     _CONSUMER = _trace.SpanKind.CONSUMER
 
+
+def _public_span_check() -> bool:
+    return True
+
+
+def _span_check() -> Callable[[], bool]:
+    """
+    A cheap test that no span can be current, for the send path: False only
+    if the current OpenTelemetry context holds no span. It reads the context
+    variable of the API's default runtime context; with any other runtime
+    context it always answers True, and ``context_to_send`` asks the public API.
+    """
+    try:
+        from opentelemetry import context as otel_context
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+        from opentelemetry.trace.propagation import _SPAN_KEY
+
+        runtime = otel_context._RUNTIME_CONTEXT
+        if type(runtime) is not ContextVarsRuntimeContext:
+            return _public_span_check
+        variable = runtime._current_context
+    except (ImportError, AttributeError):
+        return _public_span_check
+    if not isinstance(variable, ContextVar):
+        return _public_span_check
+    current = variable.get
+
+    def may_have_span() -> bool:
+        return current().get(_SPAN_KEY) is not None
+
+    return may_have_span
+
+
+_may_have_span = _span_check() if _trace is not None else _public_span_check
+
 _tracer: Any = None
 
 
@@ -53,7 +89,7 @@ def context_to_send() -> dict[str, str] | None:
     The W3C trace context of the current span, or None if no span is current.
     A ``tracestate`` longer than the wire takes is left out.
     """
-    if not ENABLED or not _get_current_span().get_span_context().is_valid:
+    if not ENABLED or not _may_have_span() or not _get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)

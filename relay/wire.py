@@ -104,6 +104,10 @@ _MESSAGE_HEAD: Final = 0x96  # fixarray of 6
 _ID_HEAD: Final = b"\x96\xc4\x10"  # a message's header, then its id as bin 8 of 16 bytes
 _FLOAT_HEAD: Final = b"\xcb"  # float 64
 _pack_double: Final = struct.Struct(">d").pack
+# msgpack's uint 8, 16 and 32: the type byte, then the number, big-endian.
+_pack_uint8: Final = struct.Struct(">BB").pack
+_pack_uint16: Final = struct.Struct(">BH").pack
+_pack_uint32: Final = struct.Struct(">BI").pack
 _SENDER_CACHE: Final = 1024
 _NIL: Final = 0xC0
 _UNSIGNED_TRAILER: Final = b"\xc0"  # the nil mac
@@ -320,9 +324,12 @@ def encode_kwargs(kwargs: Mapping[str, Any]) -> bytes:
     """
     if type(kwargs) is not dict:
         kwargs = dict(kwargs)
-    for key in kwargs:
-        if type(key) is not str:
-            raise TypeError(f"keyword argument names must be str, not {type(key).__qualname__}")
+    if not _NAME_TYPES.issuperset(map(type, kwargs)):
+        for key in kwargs:
+            if type(key) is not str:
+                raise TypeError(
+                    f"keyword argument names must be str, not {type(key).__qualname__}"
+                )
     try:
         return _pack(kwargs)
     except (_Unsupported, ValueError, RecursionError):
@@ -428,7 +435,11 @@ def number_message(message_id: bytes, seq: int, body: bytes) -> bytes:
     """The message of ``MessagePacker.body()`` with its 16-byte id and sequence number."""
     if seq < 128:
         return b"%s%s%c%s" % (_ID_HEAD, message_id, seq, body)
-    return b"".join((_ID_HEAD, message_id, _pack(seq), body))
+    if seq < 65536:
+        packed = _pack_uint8(0xCC, seq) if seq < 256 else _pack_uint16(0xCD, seq)
+    else:
+        packed = _pack_uint32(0xCE, seq) if seq < 1 << 32 else _pack(seq)
+    return b"".join((_ID_HEAD, message_id, packed, body))
 
 
 def frame_prefix(origin: str) -> bytes:

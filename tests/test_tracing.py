@@ -163,3 +163,31 @@ def test_remote_receivers_run_in_a_child_span_of_the_senders_span(
     assert seen[1]["trace"] is None and seen[1]["span_id"] is None
     assert [seen[0]["span_id"], seen[2]["span_id"]] == [s["span_id"] for s in spans]
     assert seen[2]["span_trace_id"] == f"{senders[1].trace_id:032x}"
+
+
+def test_the_quick_no_span_check_agrees_with_the_api(
+    tracer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tracing._may_have_span is not tracing._public_span_check  # the quick one is in use
+    assert tracing._may_have_span() is False
+    with tracer.start_as_current_span("outer"):
+        assert tracing._may_have_span() is True
+    assert tracing._may_have_span() is False
+    # With the public API alone, the same contexts come out.
+    monkeypatch.setattr(tracing, "_may_have_span", tracing._public_span_check)
+    assert tracing.context_to_send() is None
+    with tracer.start_as_current_span("outer") as span:
+        ids = span.get_span_context()
+        assert tracing.context_to_send() == {
+            "traceparent": f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+        }
+
+
+def test_an_oversized_tracestate_is_left_out(tracer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def inject(carrier: dict[str, str]) -> None:
+        carrier["traceparent"] = PARENT
+        carrier["tracestate"] = "k=" + "v" * TRACESTATE_LIMIT
+
+    monkeypatch.setattr(tracing._propagator, "inject", inject)
+    with tracer.start_as_current_span("outer"):
+        assert tracing.context_to_send() == {"traceparent": PARENT}
