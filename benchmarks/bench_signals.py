@@ -17,6 +17,8 @@ Options:
     --markdown   print the whole report as a Markdown document (headings, lists),
                  ready to paste into an issue; without it the header is plain text.
                  The tables are Markdown either way; progress goes to stderr.
+    --relayed    also time the relayed case (below): needs ``redis-server`` on PATH,
+                 started privately on a free port by ``relay.testing.RedisServer``.
 
 Everything runs in one process. Each (case, contender) cell is calibrated once
 (that also warms caches), so one measurement times a loop of ``n`` operations
@@ -51,6 +53,16 @@ Contenders (table columns):
     floor           def floor(sender, **named):
                         for r in receivers: r(signal=sig, sender=sender, **named)
                     the least any dispatcher with this calling convention can cost.
+    honest floor    def honest_floor(sender, **named):
+                        kwargs = {"signal": sig, "sender": sender, **named}
+                        responses = []
+                        for ref in refs:          # weakref.ref of each receiver
+                            receiver = ref()
+                            responses.append((receiver, receiver(**kwargs)))
+                        return responses
+                    the least a Django-API send with weak receivers can cost (issue
+                    14): kwargs built once, a weak dereference and the response list.
+                    Sends only (n/a for connect+disconnect and sender-filtered).
 
 Cases (table rows):
 
@@ -74,6 +86,14 @@ Cases (table rows):
                          after a change, so connect+disconnect alone does not show what
                          a change costs it; this row does.
 
+Issue 14 targets (their own table): relay send against the honest floor with 0,
+1 and 10 weak receivers; sender-filtered against the honest floor with 1 receiver
+(cells of two cases, paired by round); send_robust against send; and with
+``--relayed``, the relayed case: a signal registered with a started
+``relay.Relay(publish="async")`` (its publisher thread publishing to the private
+redis-server meanwhile), 1 weak receiver, against an identical unregistered signal.
+Each gives the median of the per-round ratios, their min-max spread and IQR.
+
 Ratios are paired: each round gives one ratio from the two contenders' measurements
 in that round (taken a fraction of a second apart), and the tables and targets use
 the median of those. On a machine that drifts between fast and slow phases, as
@@ -94,6 +114,7 @@ the two calls and gone after. Any mismatch aborts the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import importlib.metadata
@@ -103,6 +124,7 @@ import platform
 import statistics
 import sys
 import types
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -434,6 +456,53 @@ class Floor(Contender):
         )
 
 
+class _HonestFloorSignal:
+    """
+    The honest floor of a Django-API send with weak receivers: build the
+    receivers' keyword arguments once, then for each receiver dereference its
+    weak reference, call it and append ``(receiver, response)`` to the list
+    returned. No sender filter, no dead-receiver check, no locking.
+    """
+
+    def __init__(self) -> None:
+        self.refs: tuple[Callable[[], Any], ...] = ()
+        self.send = self._compile()
+
+    def connect(self, receiver: Receiver) -> None:
+        self.refs = (*self.refs, weakref.ref(receiver))
+        self.send = self._compile()
+
+    def _compile(self) -> Callable[..., list[tuple[Receiver, Any]]]:
+        refs, sig = self.refs, self
+
+        def honest_floor(sender: object, **named: Any) -> list[tuple[Receiver, Any]]:
+            kwargs = {"signal": sig, "sender": sender, **named}
+            responses = []
+            for ref in refs:
+                receiver = ref()
+                responses.append((receiver, receiver(**kwargs)))
+            return responses
+
+        return honest_floor
+
+
+class HonestFloor(Contender):
+    key, label = "honest_floor", "honest floor"
+    filters_senders = False
+    has_weak = False
+    sends_only = True  # no connect+disconnect rows
+
+    def new(self) -> Any:
+        return _HonestFloorSignal()
+
+    def connect(self, obj: Any, receiver: Receiver, sender: object, weak: bool) -> None:
+        obj.connect(receiver)
+
+    def send_loop(self, obj: Any) -> Loop:
+        send = obj.send
+        return lambda n: _loop_send(n, send, SENDER)
+
+
 def _django_signal_class() -> Any:
     """``django.dispatch.Signal``, imported once settings exist with DEBUG off."""
     from django.conf import settings  # type: ignore[import-untyped]
@@ -472,6 +541,7 @@ def make_contenders() -> list[Contender]:
         Psygnal(),
         Pyee(),
         Floor(),
+        HonestFloor(),
     ]
 
 
@@ -643,10 +713,21 @@ def _rotated(items: Sequence[Any], by: int) -> list[Any]:
     return [*items[by:], *items[:by]]
 
 
-def run(contenders: Sequence[Contender], rounds: int, target_ns: int) -> Results:
+@dataclass
+class Extra:
+    """Cells outside the (case, contender) grid, timed in the same rounds (``--relayed``)."""
+
+    cells: dict[tuple[str, str], Loop] = field(default_factory=dict)
+    after_round: Callable[[], object] | None = None  # untimed, e.g. flush a publish queue
+
+
+def run(
+    contenders: Sequence[Contender], rounds: int, target_ns: int, extra: Extra | None = None
+) -> Results:
     cells: dict[tuple[str, str], Loop] = {}
     signals: list[Any] = []  # keep every signal object alive while its loop is timed
     results = Results()
+    extra = extra or Extra()
     for case in CASES:
         for contender in contenders:
             if case.applies(contender):
@@ -661,8 +742,21 @@ def run(contenders: Sequence[Contender], rounds: int, target_ns: int) -> Results
                 n = calibrate(loop, target_ns)
                 results.iterations.setdefault(case.key, {})[contender.key] = n
                 results.samples.setdefault(case.key, {})[contender.key] = []
+    for (case_key, contender_key), loop in extra.cells.items():
+        n = calibrate(loop, target_ns)
+        if extra.after_round is not None:
+            extra.after_round()
+        results.iterations.setdefault(case_key, {})[contender_key] = n
+        results.samples.setdefault(case_key, {})[contender_key] = []
+    extra_keys = list(extra.cells)
     for index in range(rounds):
         print(f"round {index + 1}/{rounds}", file=sys.stderr)
+        for key in _rotated(extra_keys, index) if extra_keys else ():
+            n = results.iterations[key[0]][key[1]]
+            elapsed = time_loop(extra.cells[key], n)
+            results.samples[key[0]][key[1]].append(elapsed / n / 1000)
+        if extra.after_round is not None:
+            extra.after_round()
         for case in _rotated(CASES, index):
             for contender in _rotated(contenders, index):
                 timed = cells.get((case.key, contender.key))
@@ -691,6 +785,7 @@ class RatioDef:
 RATIOS = (
     RatioDef("relay_vs_django", "relay / django send", "relay", "django"),
     RatioDef("relay_vs_floor", "relay / floor", "relay", "floor"),
+    RatioDef("relay_vs_honest_floor", "relay / honest floor", "relay", "honest_floor"),
     RatioDef("robust_vs_send", "relay robust / relay send", "relay_robust", "relay"),
     RatioDef("relay_vs_psygnal", "relay / psygnal", "relay", "psygnal"),
     RatioDef(
@@ -787,6 +882,87 @@ def make_targets() -> list[Target]:
     for case in ("zero", "one_weak", "ten_weak", "filtered", "one_strong", "ten_strong"):
         targets.append(Target(case, "relay_robust", "relay", 1.1, not case.endswith("strong")))
     return targets
+
+
+@dataclass(frozen=True)
+class FloorTarget:
+    """
+    A target of issue 14 against the honest floor: ``num`` / ``den``, each a
+    (case, contender) cell, paired round by round (the cells may be of
+    different cases: both are measured in every round).
+    """
+
+    label: str
+    num: tuple[str, str]
+    den: tuple[str, str]
+    limit: float
+
+
+FLOOR_TARGETS = (
+    FloorTarget(
+        "0 receivers: send / honest floor", ("zero", "relay"), ("zero", "honest_floor"), 1.25
+    ),
+    FloorTarget(
+        "1 receiver: send / honest floor", ("one_weak", "relay"), ("one_weak", "honest_floor"), 1.25
+    ),
+    FloorTarget(
+        "10 receivers: send / honest floor",
+        ("ten_weak", "relay"),
+        ("ten_weak", "honest_floor"),
+        1.0,
+    ),
+    FloorTarget(
+        "sender-filtered (1 of 11): send / honest floor with 1 receiver",
+        ("filtered", "relay"),
+        ("one_weak", "honest_floor"),
+        1.3,
+    ),
+    *(
+        FloorTarget(f"{label}: send_robust / send", (case, "relay_robust"), (case, "relay"), 1.1)
+        for case, label in (
+            ("zero", "0 receivers"),
+            ("one_weak", "1 receiver"),
+            ("ten_weak", "10 receivers"),
+            ("filtered", "sender-filtered"),
+        )
+    ),
+    FloorTarget(
+        "relayed, 1 receiver: send with async publishing / the same send without a bridge",
+        ("relayed", "relay_bridged"),
+        ("relayed", "relay"),
+        1.6,
+    ),
+)
+
+
+def cross_ratios(results: Results, num: tuple[str, str], den: tuple[str, str]) -> list[float]:
+    """One ratio per round, of two cells that may belong to different cases."""
+    tops = results.samples.get(num[0], {}).get(num[1], [])
+    bottoms = results.samples.get(den[0], {}).get(den[1], [])
+    return [t / b for t, b in zip(tops, bottoms, strict=False) if b]
+
+
+def floor_rows(results: Results) -> list[dict[str, Any]]:
+    rows = []
+    for target in FLOOR_TARGETS:
+        values = cross_ratios(results, target.num, target.den)
+        if not values:
+            continue  # e.g. the relayed case without --relayed
+        median = statistics.median(values)
+        quartiles = spread(values)
+        rows.append(
+            {
+                "label": target.label,
+                "limit": target.limit,
+                "median": median,
+                "min": min(values),
+                "max": max(values),
+                "iqr": None if quartiles is None else [quartiles[0], quartiles[2]],
+                "rounds": len(values),
+                "passed": median <= target.limit,
+            }
+        )
+    return rows
 
 
 def verdict(results: Results, target: Target) -> tuple[bool | None, float | None]:
@@ -948,6 +1124,30 @@ def report(
     out.extend(_table(header, rows))
     out.append("")
 
+    out.append(f"{heading}Issue 14 targets: relay against the honest floor (weak receivers)")
+    out.append("")
+    out.append(
+        f"{bullet}honest floor: kwargs = {{'signal': sig, 'sender': sender, **named}} once, then "
+        "per receiver: ref(), call with kwargs, append (receiver, response); returns the list"
+    )
+    out.append(f"{bullet}ratio = median over rounds of the per-round ratio; spread = min-max")
+    out.append("")
+    rows = [
+        [
+            row["label"],
+            f"<= {row['limit']:g}x",
+            _fmt_ratio(row["median"]),
+            f"{row['min']:.2f}-{row['max']:.2f}x",
+            "n/a" if row["iqr"] is None else f"{row['iqr'][0]:.2f}-{row['iqr'][1]:.2f}x",
+            str(row["rounds"]),
+            "PASS" if row["passed"] else "FAIL",
+        ]
+        for row in floor_rows(results)
+    ]
+    header = ["target", "limit", "median", "spread (min-max)", "IQR", "rounds", "verdict"]
+    out.extend(_table(header, rows))
+    out.append("")
+
     out.append(f"{heading}Targets (primary = default weak refs; strong-ref rows for reference)")
     out.append("")
     for target in make_targets():
@@ -1032,9 +1232,52 @@ def to_json(
         "ratios_of_medians": of_medians,
         "ratios_per_round": per_round,
         "targets": targets,
+        "honest_floor_targets": floor_rows(results),
         "iterations": results.iterations,
         "samples_us": results.samples,
     }
+
+
+@contextlib.contextmanager
+def relayed_cells() -> Iterator[Extra]:
+    """
+    The relayed case: one weak receiver on a signal registered with a started
+    ``relay.Relay(publish="async")`` (its publisher thread publishes to a
+    private redis-server while the loop runs), against one weak receiver on
+    an identical signal that no bridge knows. The publish queue is flushed
+    after every round, outside the timing.
+    """
+    from relay.testing import RedisServer
+
+    receiver = RECEIVERS[0]
+    with RedisServer() as server:
+        if server.port == 6379:
+            raise RuntimeError("refusing to benchmark against port 6379")
+        bridge = relay.Relay(
+            server.url, namespace=f"bench-{os.getpid()}", publish="async", max_queue=10_000_000
+        )
+        bridged = relay.Signal(name="bench.relayed")
+        bridged.connect(receiver)
+        plain = relay.Signal(name="bench.unbridged")
+        plain.connect(receiver)
+        bridge.register(bridged)
+        with bridge:
+            for sig in (bridged, plain):
+                responses = sig.send(SENDER, **PAYLOAD)
+                if responses != [(receiver, None)]:
+                    raise SanityError(f"relayed case: {sig!r} returned {responses!r}")
+            if not bridge.flush(30):
+                raise SanityError("relayed case: the first relayed send was not published")
+            yield Extra(
+                cells={
+                    ("relayed", "relay_bridged"): lambda n: _loop_send(n, bridged.send, SENDER),
+                    ("relayed", "relay"): lambda n: _loop_send(n, plain.send, SENDER),
+                },
+                after_round=lambda: bridge.flush(60),
+            )
+            stats = bridge.stats()
+            if stats.get("dropped") or stats.get("publish_errors"):
+                print(f"relayed case: bridge stats {stats}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1043,6 +1286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="5 short rounds, for CI smoke")
     parser.add_argument("--json", metavar="PATH", help="write medians, ratios, samples here")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown document")
+    parser.add_argument(
+        "--relayed",
+        action="store_true",
+        help="also time a registered signal's send with publish='async' against a private "
+        "redis-server (relay.testing.RedisServer, never port 6379)",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (5 if args.quick else 15)
     if rounds < 1:
@@ -1052,7 +1301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     contenders = make_contenders()
     env = environment()
     try:
-        results = run(contenders, rounds, target_ns)
+        with contextlib.ExitStack() as stack:
+            extra = stack.enter_context(relayed_cells()) if args.relayed else None
+            results = run(contenders, rounds, target_ns, extra)
     except SanityError as err:
         print(f"SANITY CHECK FAILED: {err}", file=sys.stderr)
         return 2

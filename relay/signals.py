@@ -114,11 +114,32 @@ class _Snapshot:
     ``by_sender`` maps the id of each sender that has receivers of its own to
     the merged ``(sync, async)`` getters, in connection order. ``cache`` is
     free for consumers such as the bridge and dies with the snapshot.
+
+    ``sync_only`` is True when a send needs nothing but synchronous calls:
+    no async receiver and no sender that is a bound method; ``fast`` when
+    moreover no bridge is attached (``relayed``). Such a send takes ``sync``
+    (the getters for any sender) or ``by_id[id(sender)]``: ``by_id`` is
+    keyed by the ``id()`` of each live sender that has receivers of its own.
+    That is ``_make_id(sender)`` for every sender but a bound method, and a
+    bound method sent as the sender cannot share the id of a live registered
+    one, so it falls through to ``sync`` exactly as ``by_sender`` would send
+    it to ``any``. A sender that dies flags the signal, which drops the
+    snapshot before its id can be reused.
     """
 
-    __slots__ = ("any", "by_sender", "cache", "entries", "has_async")
+    __slots__ = (
+        "any",
+        "by_id",
+        "by_sender",
+        "cache",
+        "entries",
+        "fast",
+        "has_async",
+        "sync",
+        "sync_only",
+    )
 
-    def __init__(self, entries: Sequence[Registration]) -> None:
+    def __init__(self, entries: Sequence[Registration], relayed: bool = False) -> None:
         self.entries = tuple(entries)
         specific = {e.key[1] for e in self.entries if e.key[1] != NONE_ID}
         calls: dict[Hashable, tuple[list[_Getter], list[_Getter]]] = {
@@ -139,6 +160,23 @@ class _Snapshot:
         }
         self.cache: dict[Any, Any] = {}
         self.has_async = any(e.is_async and e.scope != "once" for e in self.entries)
+        self.sync: _Calls = self.any[0]
+        self.by_id: dict[int, _Calls] = {}
+        method_senders = False
+        for entry in self.entries:
+            if entry.sender_ref is None:
+                continue
+            live_sender = entry.sender_ref()
+            if live_sender is None:
+                continue  # dead: flagged, pruned by the next refresh; never matches
+            if type(live_sender) is MethodType:
+                method_senders = True
+                break
+            self.by_id[id(live_sender)] = self.by_sender[entry.key[1]][0]
+        self.sync_only = not (self.has_async or method_senders)
+        self.fast = self.sync_only and not relayed
+        if not self.sync_only:
+            self.by_id = {}
 
     def calls_for(self, sender: object) -> tuple[_Calls, _Calls]:
         if self.by_sender:
@@ -457,33 +495,43 @@ class Signal:
         Returns a list of tuple pairs [(receiver, response), ... ], synchronous
         receivers first, then asynchronous ones, each in connection order.
         """
-        relayed = self._prepare_relay(sender, named, "send") if self._outboxes else ()
-        try:
-            if not self.receivers:
+        snapshot = self._snapshot or self._refresh()
+        if snapshot.fast:
+            by_id = snapshot.by_id
+            getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
+            if not getters:
                 return []
-            snapshot = self._snapshot or self._refresh()
-            sync, asynchronous = (
-                snapshot.by_sender.get(_make_id(sender), snapshot.any)
-                if snapshot.by_sender
-                else snapshot.any
-            )
-            if asynchronous:
-                ensure_no_running_loop("send")
+            if "signal" in named:
+                raise TypeError("receivers got multiple values for keyword argument 'signal'")
+            kwargs = {"signal": self, "sender": sender, **named}
+            if len(getters) == 1:
+                receiver = getters[0]()
+                if receiver is None:
+                    return []
+                return [(receiver, receiver(**kwargs))]
+            # Resolve every weak reference first, as Django does: a receiver
+            # that an earlier one lets go of during this send still runs.
+            receivers = [*map(call, getters)]
             responses: list[tuple[Callable[..., Any], Any]] = []
-            if sync:
-                kwargs = self._receiver_kwargs(sender, named)
-                append = responses.append
-                # Resolve every weak reference first, as Django does: a receiver
-                # that an earlier one lets go of during this send still runs.
-                for receiver in list(map(call, sync)):
-                    if receiver is not None:
-                        append((receiver, receiver(**kwargs)))
-            if asynchronous:
-                responses.extend(self._run_async(_live(asynchronous), sender, named, "send"))
+            # A receiver that died is None here only if its weakref callback
+            # has not run yet (a race with another thread), so the loop does
+            # not test each one: calling None raises TypeError, and the loop
+            # goes on after it. (``responses.append`` in the loop, not a local
+            # alias: CPython specialises that call.)
+            try:
+                for receiver in receivers:
+                    responses.append((receiver, receiver(**kwargs)))
+                return responses
+            except TypeError:
+                if receivers[len(responses)] is not None:
+                    raise  # from the receiver itself
+            # Outside the except block, so that errors raised by later
+            # receivers are not chained to that TypeError.
+            for receiver in receivers[len(responses) + 1 :]:
+                if receiver is not None:
+                    responses.append((receiver, receiver(**kwargs)))
             return responses
-        finally:
-            for outbox, prepared in relayed:
-                outbox.hand_off(prepared)
+        return self._send_general(snapshot, sender, named, "send")
 
     def send_robust(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
         """
@@ -506,27 +554,115 @@ class Signal:
 
         Returns a list of tuple pairs [(receiver, response), ... ].
         """
-        relayed = self._prepare_relay(sender, named, "send_robust") if self._outboxes else ()
-        try:
-            if not self.receivers:
+        snapshot = self._snapshot or self._refresh()
+        if snapshot.fast:
+            by_id = snapshot.by_id
+            getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
+            if not getters:
                 return []
-            snapshot = self._snapshot or self._refresh()
-            sync, asynchronous = (
-                snapshot.by_sender.get(_make_id(sender), snapshot.any)
-                if snapshot.by_sender
-                else snapshot.any
-            )
-            if asynchronous:
-                ensure_no_running_loop("send_robust")
-            responses = self._send_robust_to(_live(sync), sender, named) if sync else []
-            if asynchronous:
-                responses.extend(
-                    self._run_async(_live(asynchronous), sender, named, "send_robust", robust=True)
-                )
+            if "signal" in named:
+                raise TypeError("receivers got multiple values for keyword argument 'signal'")
+            kwargs = {"signal": self, "sender": sender, **named}
+            if len(getters) == 1:
+                receiver = getters[0]()
+                if receiver is None:
+                    return []
+                try:
+                    return [(receiver, receiver(**kwargs))]
+                except Exception as err:
+                    self._log_robust_failure(receiver, err)
+                    return [(receiver, err)]
+            responses: list[tuple[Callable[..., Any], Any]] = []
+            for receiver in [*map(call, getters)]:
+                if receiver is not None:
+                    try:
+                        response = receiver(**kwargs)
+                    except Exception as err:
+                        self._log_robust_failure(receiver, err)
+                        response = err
+                    responses.append((receiver, response))
             return responses
+        return self._send_general(snapshot, sender, named, "send_robust")
+
+    def _send_general(
+        self, snapshot: _Snapshot, sender: object, named: dict[str, Any], what: str
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """``send`` or ``send_robust`` (``what``) with async receivers or bridges."""
+        outboxes = self._outboxes
+        if not outboxes:
+            return self._send_local(snapshot, sender, named, what)
+        # Each attached bridge validates and encodes the send before any
+        # receiver runs, and gets it once they have (even if one raised).
+        if snapshot.sync_only:
+            by_id = snapshot.by_id
+            getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
+            robust = what == "send_robust"
+            if len(outboxes) == 1:
+                outbox = outboxes[0]
+                prepared = outbox.prepare(self, sender, named)
+                try:
+                    return self._call_sync(getters, sender, named, robust) if getters else []
+                finally:
+                    outbox.hand_off(prepared)
+        elif snapshot.has_async and snapshot.calls_for(sender)[1]:
+            ensure_no_running_loop(what)
+        if len(outboxes) == 1:
+            outbox = outboxes[0]
+            prepared = outbox.prepare(self, sender, named)
+            try:
+                return self._send_local(snapshot, sender, named, what)
+            finally:
+                outbox.hand_off(prepared)
+        relayed = [(outbox, outbox.prepare(self, sender, named)) for outbox in outboxes]
+        try:
+            return self._send_local(snapshot, sender, named, what)
         finally:
             for outbox, prepared in relayed:
                 outbox.hand_off(prepared)
+
+    def _call_sync(
+        self, getters: _Calls, sender: object, named: dict[str, Any], robust: bool
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """Call the receivers of ``getters`` (not empty) as ``send``'s fast path does."""
+        if "signal" in named:
+            raise TypeError("receivers got multiple values for keyword argument 'signal'")
+        kwargs = {"signal": self, "sender": sender, **named}
+        responses: list[tuple[Callable[..., Any], Any]] = []
+        # Resolve every weak reference first, as Django does.
+        for receiver in [*map(call, getters)] if len(getters) > 1 else (getters[0](),):
+            if receiver is None:
+                continue
+            if not robust:
+                responses.append((receiver, receiver(**kwargs)))
+                continue
+            try:
+                response = receiver(**kwargs)
+            except Exception as err:
+                self._log_robust_failure(receiver, err)
+                response = err
+            responses.append((receiver, response))
+        return responses
+
+    def _send_local(
+        self, snapshot: _Snapshot, sender: object, named: dict[str, Any], what: str
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        if not self.receivers:
+            return []
+        sync, asynchronous = snapshot.calls_for(sender)
+        if asynchronous:
+            ensure_no_running_loop(what)
+        robust = what == "send_robust"
+        responses: list[tuple[Callable[..., Any], Any]] = []
+        if sync:
+            # Resolve every weak reference first, as Django does: a receiver
+            # that an earlier one lets go of during this send still runs.
+            run_sync = self._send_robust_to if robust else self._send_to
+            responses = run_sync(_live(sync), sender, named)
+        if asynchronous:
+            responses.extend(
+                self._run_async(_live(asynchronous), sender, named, what, robust=robust)
+            )
+        return responses
 
     async def asend(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
         """
@@ -699,12 +835,14 @@ class Signal:
             if outbox not in self._attached:
                 self._attached.append(outbox)
                 self._outboxes = self._publishing_outboxes()
+                self._snapshot = None  # sends take the relaying path from now on
 
     def _detach(self, outbox: Outbox) -> None:
         with self.lock:
             if outbox in self._attached:
                 self._attached.remove(outbox)
                 self._outboxes = self._publishing_outboxes()
+                self._snapshot = None
 
     def _publishing_outboxes(self) -> tuple[Outbox, ...]:
         first: dict[str, Outbox] = {}
@@ -721,7 +859,7 @@ class Signal:
         with self.lock:
             while True:
                 self._clear_dead_receivers()
-                snapshot = _Snapshot(self.receivers)
+                snapshot = _Snapshot(self.receivers, relayed=bool(self._outboxes))
                 self._snapshot = snapshot
                 # A weakref callback may have run while the snapshot was built.
                 if not self._dead_receivers:
