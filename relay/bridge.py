@@ -68,6 +68,7 @@ __all__ = [
 logger = logging.getLogger("relay.bridge")
 
 _T = TypeVar("_T")
+_NO_SENDER: Any = object()  # no message's sender: the first of a frame looks its receivers up
 
 
 class _Publisher:
@@ -566,19 +567,33 @@ class Relay(Bridge):
         if not accepted.fresh:
             return 0
         fired = errors = 0
+        name: Any = _NO_SENDER
+        set_current, reset_current = _current_message.set, _current_message.reset
         for message in accepted.fresh:
-            sync, asynchronous, once = _remote_calls(signal, message.sender)
-            if asynchronous or once:
+            if message.sender != name:
+                name = message.sender
+                sync, asynchronous, once = _remote_calls(signal, name)
+                special = bool(asynchronous or once)
+            if special or message.trace is not None:
                 self._fire(signal, message)
-            elif sync:
-                # The common case, without the claims and coroutines of _fire.
-                token = _current_message.set(message)
-                try:
-                    counts = self._call_sync(signal, message, sync)
-                finally:
-                    _current_message.reset(token)
-                fired += counts[0]
-                errors += counts[1]
+                continue
+            # The common case: synchronous receivers only, called here as
+            # _call_sync would, without the claims, coroutines and spans of _fire.
+            kwargs = message.kwargs
+            token = set_current(message)
+            try:
+                for ref, weak, sender in sync:
+                    receiver = ref() if weak else ref
+                    if receiver is None:
+                        continue
+                    fired += 1
+                    try:
+                        receiver(signal=signal, sender=sender, **kwargs)
+                    except Exception as err:
+                        errors += 1
+                        self._log_receiver_error(receiver, message, err)
+            finally:
+                reset_current(token)
         if fired:
             self._count_fired(accepted.fresh[0].signal, fired, errors)
         if self.durable and self.worker_id is not None:
