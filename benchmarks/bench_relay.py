@@ -8,6 +8,7 @@ How to run (from the repository root)::
     .venv/bin/python benchmarks/bench_relay.py --quick             # small N, 3 rounds (smoke)
     .venv/bin/python benchmarks/bench_relay.py --rounds 9 --json bench-relay.json
     .venv/bin/python benchmarks/bench_relay.py --profile /tmp/relay-prof   # profile relay only
+    .venv/bin/python benchmarks/bench_relay.py --presence-cost --rounds 11  # heartbeats, metrics
 
 Options:
 
@@ -25,6 +26,19 @@ Options:
     --profile DIR         do not benchmark: run relay async and relay sync throughput once
                           each with cProfile on every thread of the producer and consumer,
                           write the .pstats files to DIR and print the top functions
+    --presence-cost       do not run the contenders above: measure what presence
+                          heartbeats and Prometheus metrics cost relay async (below);
+                          N defaults to 1,000,000, so that a run spans a 5 s heartbeat
+                          (20,000 with --quick), rounds to 7 (3 with --quick)
+    --baseline-tree DIR   with --presence-cost, also run the consumer on the relay
+                          package of DIR (an older checkout, e.g. a ``git worktree`` of
+                          the commit before presence) to show the always-on per-message
+                          meter's cost
+    --scrape-period S     with --presence-cost, seconds between two scrapes (default 1)
+    --tree DIR            with --presence-cost, the relay tree (PYTHONPATH) of the off, on
+                          and stressed workers and of every producer (default: this
+                          repository; a copy keeps a run on one version of the code
+                          while the checkout changes)
 
 The script starts its own ``redis-server`` on a free loopback port
 (``relay.testing.RedisServer``, nothing saved to disk) and never touches another
@@ -76,6 +90,32 @@ that round, then the median (the ratio of the medians is shown too). The CPU tab
 gives CPU time per message of each thread over the timed window (thread CPU clocks,
 no profiler attached), and of redis-server (its /proc schedstat).
 
+Presence cost (``--presence-cost``): relay async throughput into one consumer, N
+messages, in these configurations, one run of each per round in a rotating order:
+
+    off              both processes ``heartbeat=0``, no metrics.
+    on               the default ``heartbeat=5.0``, and relay's Prometheus collector
+                     (``relay.contrib.prometheus.register`` on a private
+                     ``CollectorRegistry``) in both processes, each scraped with
+                     ``prometheus_client.generate_latest`` every ``--scrape-period``
+                     seconds from a thread for the whole run.
+    stressed         the same with ``heartbeat=0.5``, so that heartbeats land in the
+                     timed window and their cost shows.
+    baseline         (with ``--baseline-tree``) the ``off`` producer, and a consumer
+                     running the same code on the older relay (no heartbeat argument,
+                     no meters): the per-message meter of this revision, which cannot
+                     be switched off, is the difference to ``off``.
+
+These workers are ``benchmarks/_presence_worker.py`` subprocesses (``PYTHONPATH``
+names the relay tree), not ``multiprocessing`` ones, so each can import its own
+relay. CPU per message is each process's ``getrusage(RUSAGE_SELF)`` (user + system,
+every thread: heartbeats and scrapes included) over its timed window, which is
+steadier than a rate on a shared machine. Ratios to ``off`` are paired per round;
+the report gives their median and min-max, and whether the delivered rate of ``on``
+is within 5 % of ``off``. Both sides' sends wait up to 30 s for room in a full queue
+(``queue_wait=30``) and redis-server has no pub/sub output-buffer limit, so that
+runs of a million messages on a loaded machine slow down rather than drop.
+
 Exit code: 0 if everything ran and every message arrived exactly once, whatever the
 targets say; 1 if a run crashed or timed out, or a message was lost or duplicated.
 """
@@ -88,11 +128,15 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import json
 import math
 import multiprocessing as mp
 import os
 import pstats
+import queue
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -874,6 +918,302 @@ def profile(config: argparse.Namespace, env: Result, ctx: Any) -> int:
     return 0
 
 
+# -- presence cost (--presence-cost) -------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRESENCE_WORKER = Path(__file__).resolve().parent / "_presence_worker.py"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the presence-cost runs."""
+
+    key: str
+    heartbeat: float | None  # the consumer's (None: the argument is not passed)
+    metrics: bool
+    consumer_tree: str | None = None  # PYTHONPATH of the consumer (None: this tree)
+    producer_heartbeat: float | None = None  # None: the same as the consumer's
+
+    @property
+    def section(self) -> str:
+        return "throughput"
+
+
+class _Worker:
+    """One ``_presence_worker.py`` subprocess, its stdout lines read by a thread."""
+
+    def __init__(self, role: str, spec: Spec, tree: Path) -> None:
+        self.role = role
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by close()
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.process = subprocess.Popen(
+            [sys.executable, str(PRESENCE_WORKER), role, json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        """The rest of the next stdout line starting with ``prefix``; RuntimeError if none."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(0.0, remaining))
+            except queue.Empty:
+                raise RuntimeError(f"{self.role}: no {prefix} within {timeout:.0f} s") from None
+            if line is None:
+                raise RuntimeError(
+                    f"{self.role} exited ({self.process.wait()}) before {prefix}:\n" + self.tail()
+                )
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+
+    def tell(self, text: str) -> None:
+        assert self.process.stdin is not None
+        with contextlib.suppress(OSError):
+            self.process.stdin.write(text + "\n")
+            self.process.stdin.flush()
+
+    def tail(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()[-3000:]
+
+    def close(self) -> None:
+        try:
+            self.process.wait(15)
+        except Exception:
+            self.process.kill()  # only this worker, by its own handle
+            self.process.wait()
+        self.stderr.close()
+
+
+def presence_variants(config: argparse.Namespace) -> list[Variant]:
+    variants = [
+        Variant("off", 0.0, False),
+        Variant("on", 5.0, True),
+        Variant("stressed", 0.5, True),
+    ]
+    if config.baseline_tree:
+        variants.append(Variant("baseline", None, False, config.baseline_tree, 0.0))
+    return variants
+
+
+def _presence_run(variant: Variant, config: argparse.Namespace, env: Result, round_: int) -> Result:
+    tag = f"presence-{variant.key}-r{round_}-{os.getpid()}"
+    base: Spec = {
+        "url": env["redis_server_url"],
+        "namespace": tag,
+        "n": config.messages,
+        "scrape_period": config.scrape_period,
+        "grace": CONSUMER_GRACE,
+    }
+    producer_heartbeat = (
+        variant.heartbeat if variant.producer_heartbeat is None else variant.producer_heartbeat
+    )
+    consumer_spec = {**base, "heartbeat": variant.heartbeat, "metrics": variant.metrics}
+    producer_spec = {**base, "heartbeat": producer_heartbeat, "metrics": variant.metrics}
+    tree = Path(config.tree).resolve() if config.tree else REPO_ROOT
+    consumer_tree = Path(variant.consumer_tree).resolve() if variant.consumer_tree else tree
+    run: Result = {"job": variant.key, "n": config.messages, "error": None, "lost": False}
+    workers: list[_Worker] = []
+    try:
+        consumer = _Worker("consumer", consumer_spec, consumer_tree)
+        workers.append(consumer)
+        consumer.expect("READY", 60)
+        producer = _Worker("producer", producer_spec, tree)
+        workers.append(producer)
+        produced = json.loads(producer.expect("RESULT", 60 + config.messages * 0.005))
+        consumer.tell("done")
+        consumed = json.loads(consumer.expect("RESULT", CONSUMER_GRACE + 120))
+    except RuntimeError as exc:
+        tails = "\n".join(f"[{w.role} stderr]\n{w.tail()}" for w in workers)
+        run["error"] = f"{exc}\n{tails}"
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.process.kill()
+        return run
+    finally:
+        for worker in workers:
+            worker.tell("done")
+            worker.close()
+    n = config.messages
+    run["producer"], run["consumer"] = produced, consumed
+    run["missing"] = consumed["missing"]
+    run["duplicates"] = consumed["duplicates"]
+    run["stray"] = consumed["stray"]
+    run["dropped"] = produced["dropped"]
+    run["lost"] = bool(run["missing"] or run["duplicates"] or run["stray"] or run["dropped"])
+    span = consumed["last_recv_ns"] - produced["t0_ns"]
+    run["delivered_rate"] = n / (span / 1e9) if span > 0 and consumed["received"] else 0.0
+    run["consumer_cpu_us"] = consumed["cpu_s"] / n * 1e6
+    run["producer_cpu_us"] = produced["cpu_s"] / n * 1e6
+    run["window_s"] = span / 1e9
+    run["heartbeats"] = consumed["heartbeats"] + produced["heartbeats"]
+    run["scrapes"] = consumed["scrapes"] + produced["scrapes"]
+    return run
+
+
+PRESENCE_METRICS = ("delivered_rate", "consumer_cpu_us", "producer_cpu_us")
+
+
+def presence_evaluate(rounds: list[dict[str, Result]], variants: Sequence[Variant]) -> Result:
+    summary: Result = {"jobs": {}}
+    for variant in variants:
+        runs = good_runs(rounds, variant.key)
+        entry: Result = {"runs": len(runs), "n": runs[0]["n"] if runs else None}
+        for metric in (*PRESENCE_METRICS, "window_s", "heartbeats", "scrapes"):
+            entry[metric] = spread([run_metric(r, metric) for r in runs])
+            paired = paired_ratios(rounds, variant.key, "off", metric)
+            entry[f"{metric}_ratio"] = spread(paired)
+        entry["lost_runs"] = sum(1 for r in rounds if r.get(variant.key, {}).get("lost"))
+        summary["jobs"][variant.key] = entry
+    on = summary["jobs"].get("on", {}).get("delivered_rate_ratio", {}).get("median", math.nan)
+    summary["target"] = {
+        "target": "on delivered / off delivered >= 0.95 (paired median)",
+        "ratio": on,
+        "verdict": "N/A" if not math.isfinite(on) else ("PASS" if on >= 0.95 else "FAIL"),
+    }
+    return summary
+
+
+def presence_render(
+    env: Result, config: argparse.Namespace, summary: Result, problems: list[str]
+) -> str:
+    lines: list[str] = []
+    add = lines.append
+    add("# relay presence and metrics cost")
+    add("")
+    add(
+        f"Python {env['python']}, redis-py {env['redis']} (parser: {env['redis_parser']}), "
+        f"prometheus_client {env['prometheus-client']}, relay (signal-relay) "
+        f"{env['signal-relay']}; redis-server {env['redis_server']} (private, "
+        f"{env['redis_server_url']}); {env['machine']}, {env['cpus']} CPUs, {env['cpu']}"
+    )
+    add(
+        f"relay async, N = {config.messages:,} messages per run into one consumer, "
+        f"{config.rounds} interleaved rounds (rotating order); scrapes every "
+        f"{config.scrape_period:g} s; ratios to off paired per round: median (min-max)."
+    )
+    add("")
+    add(
+        "| config | delivered msgs/s (median, min-max) | ratio to off | consumer CPU "
+        "µs/msg | ratio | producer CPU µs/msg | ratio | heartbeats + scrapes in window |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|")
+    described = {
+        "off": "off: heartbeat=0, no metrics",
+        "on": "on: heartbeat=5.0 + metrics",
+        "stressed": "stressed: heartbeat=0.5 + metrics",
+        "baseline": f"baseline: consumer on {config.baseline_tree}",
+    }
+
+    def ratio(entry: Result, metric: str) -> str:
+        r = entry[f"{metric}_ratio"]
+        if not math.isfinite(r["median"]):
+            return "n/a"
+        return f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})"
+
+    for key, entry in summary["jobs"].items():
+        d = entry["delivered_rate"]
+        c, p = entry["consumer_cpu_us"], entry["producer_cpu_us"]
+        add(
+            f"| {described.get(key, key)} | {fmt_number(d['median'])} "
+            f"({fmt_number(d['min'])}-{fmt_number(d['max'])}) | {ratio(entry, 'delivered_rate')} "
+            f"| {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) | "
+            f"{ratio(entry, 'consumer_cpu_us')} "
+            f"| {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) | "
+            f"{ratio(entry, 'producer_cpu_us')} "
+            f"| {entry['heartbeats']['median']:g} + {entry['scrapes']['median']:g} |"
+        )
+    add("")
+    window = summary["jobs"].get("off", {}).get("window_s", {}).get("median", math.nan)
+    add(
+        f"Timed window (first send to last receive), off: {window:.2f} s median. CPU is "
+        "getrusage(RUSAGE_SELF) of each process over its window, every thread included."
+    )
+    micro = summary.get("micro_us", {})
+    observe = micro.get("observe_us", math.nan)
+    beat, scrape = micro.get("heartbeat_us", math.nan), micro.get("scrape_us", math.nan)
+    add("")
+    add(
+        "In-process, best of 7: the per-message meter (SignalMeter.observe, always on, "
+        f"batches of 100) {observe:.3f} µs/msg; one heartbeat {beat:,.0f} µs of CPU, one "
+        f"scrape of relay's collector {scrape:,.0f} µs. At heartbeat=5.0 and a scrape a "
+        f"second that is {(beat / 5 + scrape) / 1e4:.3f} % of one core per process, "
+        "whatever the message rate."
+    )
+    t = summary["target"]
+    add("")
+    add(f"Target: {t['target']}: {t['ratio']:.3f} -> {t['verdict']}")
+    add("")
+    if problems:
+        add("## PROBLEMS (exit code 1)")
+        add("")
+        lines.extend(f"- {p}" for p in problems)
+    else:
+        add("Every run delivered every message exactly once; nothing dropped.")
+    return "\n".join(lines)
+
+
+def micro_costs(tree: Path, url: str) -> Result:
+    """In-process costs of the meter, one heartbeat and one scrape (``_presence_worker.micro``)."""
+    spec = {"url": url, "namespace": f"presence-micro-{os.getpid()}"}
+    done = subprocess.run(
+        [sys.executable, str(PRESENCE_WORKER), "micro", json.dumps(spec)],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return dict(json.loads(line.removeprefix("RESULT ")))
+    progress(f"the in-process timings failed:\n{done.stderr[-2000:]}")
+    return {}
+
+
+def presence_cost(config: argparse.Namespace) -> int:
+    variants = presence_variants(config)
+    # No pub/sub output-buffer limit: a consumer that falls behind in a long run on a
+    # loaded machine is measured, not disconnected.
+    with RedisServer(args=["--client-output-buffer-limit", "pubsub 0 0 0"]) as server:
+        env = environment(
+            server, ("redis", "hiredis", "msgpack", "prometheus-client", "signal-relay")
+        )
+        started = time.monotonic()
+        rounds, problems = run_rounds(
+            config.rounds,
+            variants,
+            lambda variant, round_: _presence_run(variant, config, env, round_),
+            lambda variant, round_, run: describe_loss(variant.key, round_, run),
+            lambda variant: f"{variant.key:<9}",
+            lambda run: (
+                f"{run['delivered_rate']:,.0f} msgs/s delivered, consumer "
+                f"{run['consumer_cpu_us']:.2f} µs/msg, producer {run['producer_cpu_us']:.2f} "
+                f"µs/msg, {run['heartbeats']} heartbeats, {run['scrapes']} scrapes"
+            ),
+        )
+        elapsed = time.monotonic() - started
+        tree = Path(config.tree).resolve() if config.tree else REPO_ROOT
+        micro = micro_costs(tree, env["redis_server_url"])
+    summary = presence_evaluate(rounds, variants)
+    summary["micro_us"] = micro
+    report = presence_render(env, config, summary, problems)
+    return conclude(config, env, summary, rounds, problems, elapsed, report)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--messages", type=int, default=None, help="N per throughput run")
@@ -890,7 +1230,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--json", metavar="PATH", help="write everything to PATH")
     parser.add_argument("--profile", metavar="DIR", help="profile relay instead of benchmarking")
+    parser.add_argument(
+        "--presence-cost",
+        action="store_true",
+        help="measure what heartbeats and Prometheus metrics cost (instead of the contenders)",
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        metavar="DIR",
+        help="with --presence-cost: also run the consumer on the relay package of DIR",
+    )
+    parser.add_argument(
+        "--scrape-period", type=float, default=1.0, help="with --presence-cost: seconds"
+    )
+    parser.add_argument("--tree", metavar="DIR", help="with --presence-cost: relay tree to run")
     config = parser.parse_args(argv)
+    if (config.baseline_tree or config.tree) and not config.presence_cost:
+        parser.error("--baseline-tree and --tree go with --presence-cost")
+    if config.presence_cost:
+        if config.messages is None:
+            config.messages = 20_000 if config.quick else 1_000_000
+        if config.rounds is None:
+            config.rounds = 3 if config.quick else 7
+        if config.messages < 1 or config.rounds < 1 or config.scrape_period <= 0:
+            parser.error("sizes, rounds and the scrape period must be positive")
+        return presence_cost(config)
     if config.messages is None:
         config.messages = 3_000 if config.quick else 20_000
     if config.channels_messages is None:
