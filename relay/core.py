@@ -931,9 +931,9 @@ class Bridge:
         if self._keys and not replay:
             now = time.time()
             window = self.replay_window
-            if any(abs(now - m.sent_at) > window or m.signal != name for m in messages):
+            if frame.signal != name or any(abs(now - m.sent_at) > window for m in messages):
                 messages = self._checked(channel, name, messages, now)
-        elif any(m.signal != name for m in messages):
+        elif frame.signal != name:
             messages = self._checked(channel, name, messages, None)
         if not messages:
             return None
@@ -942,7 +942,7 @@ class Bridge:
         started_at = frame.started_at
         verdict = origin.accepted.observe(
             (self.namespace, frame.origin, name),
-            [m.seq for m in messages],
+            frame.seqs if messages is frame.messages else [m.seq for m in messages],
             earlier_missing=started_at is not None
             and started_at > self._subscribed_at.get(channel, started_at) + self.clock_skew,
             settled=not replay,

@@ -101,14 +101,16 @@ class SignalMeter:
     def observe(self, now: float, messages: Iterable[wire.Message]) -> None:
         """Count ``messages`` received at ``now`` (``time.time()``)."""
         counts = self.latency
+        bucket = bisect.bisect_left
         total = 0.0
         received = 0
         for message in messages:
             delay = now - message.sent_at
-            if delay < 0.0:
-                delay = 0.0  # the sender's clock is ahead of ours
-            counts[bisect.bisect_left(LATENCY_BUCKETS, delay)] += 1
-            total += delay
+            # A negative delay (the sender's clock is ahead of ours) lands in
+            # the first bucket; it is taken as 0 in the sum.
+            counts[bucket(LATENCY_BUCKETS, delay)] += 1
+            if delay > 0.0:
+                total += delay
             received += 1
         self.received += received
         self.latency_sum += total

@@ -48,7 +48,7 @@ import threading
 import uuid
 import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any, Final, NamedTuple, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
@@ -124,6 +124,16 @@ _SEQ_LIMIT: Final = 1 << 64
 # Types msgpack decodes natively and the decoder passes through untouched.
 _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
 _NAME_TYPES: Final = frozenset({str})  # the one type of a keyword argument's name
+# What _plain_messages checks the fields of a frame's messages against, column by column.
+_LIST_TYPES: Final = frozenset({list})
+_SIX: Final = frozenset({6})
+_BYTES_TYPES: Final = frozenset({bytes})
+_ID_SIZES: Final = frozenset({16})
+_INT_TYPES: Final = frozenset({int})
+_SENDER_TYPES: Final = frozenset({str, type(None)})
+_FLOAT_TYPES: Final = frozenset({float})
+_DICT_TYPES: Final = frozenset({dict})
+_STR_TYPES: Final = frozenset({str})
 
 _MICROSECOND: Final = dt.timedelta(microseconds=1)
 _ZERO: Final = dt.timedelta(0)
@@ -137,10 +147,9 @@ class WireError(ValueError):
     """A frame from the broker that cannot be accepted; ``str()`` says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """
-    One relayed send, as decoded from a frame.
+    One relayed send, as decoded from a frame (immutable: a named tuple).
 
     Fields:
 
@@ -648,14 +657,18 @@ def _verify(data: bytes, keys: Sequence[bytes]) -> None:
 
 class Frame(NamedTuple):
     """
-    A decoded frame: its ``origin``, its ``messages`` in order, and
+    A decoded frame: its ``origin``, its ``messages`` in order,
     ``started_at`` from its header (None if it has none): when the origin
-    numbered its first message of the frame's signal, by its clock.
+    numbered its first message of the frame's signal, by its clock; and
+    ``signal``, the signal name every message has, or None if they differ
+    (or there are none); ``seqs``, the messages' sequence numbers in order.
     """
 
     origin: str
     messages: list[Message]
     started_at: float | None
+    signal: str | None = None
+    seqs: Sequence[int] = ()
 
 
 def decode_frame(
@@ -759,6 +772,21 @@ def read_frame(
         raise WireError("bad field 'origin'")
     if type(messages) is not list:
         raise WireError("bad frame: messages are not an array")
+    fast = _plain_messages(messages, origin, max_items)
+    if fast is not None:
+        decoded, one_signal, seqs = fast
+    else:
+        decoded, one_signal = _checked_messages(messages, origin, max_size, max_depth, max_items)
+        seqs = [message.seq for message in decoded]
+    if traces is not None:
+        _add_traces(decoded, traces)
+    return Frame(origin, decoded, started_at, one_signal, seqs)
+
+
+def _checked_messages(
+    messages: list[Any], origin: str, max_size: int, max_depth: int, max_items: int
+) -> tuple[list[Message], str | None]:
+    """Check and decode a frame's messages one by one, naming the first bad field."""
     items = len(messages)
     reader: _Reader | None = None
     decoded: list[Message] = []
@@ -766,6 +794,8 @@ def read_frame(
     all_plain = _PLAIN.issuperset
     all_names = _NAME_TYPES.issuperset
     isfinite = math.isfinite
+    one_signal: str | None = None  # the signal of every message so far
+    mixed = False
     for fields in messages:
         if type(fields) is not list or len(fields) != 6:
             raise WireError("bad message: not an array of 6 fields")
@@ -776,6 +806,11 @@ def read_frame(
             raise WireError("bad field 'seq'")
         if type(signal) is not str or not signal:
             raise WireError("bad field 'signal'")
+        if signal != one_signal:
+            if one_signal is None and not mixed:
+                one_signal = signal
+            else:
+                one_signal, mixed = None, True
         if sender is not None and type(sender) is not str:
             raise WireError("bad field 'sender'")
         if type(sent_at) is not float or not isfinite(sent_at):
@@ -799,9 +834,58 @@ def read_frame(
                         raise WireError("too deeply nested") from None
                     items = reader.items
         decoded.append(make(id_.hex(), origin, seq, signal, sender, sent_at, kwargs))
-    if traces is not None:
-        _add_traces(decoded, traces)
-    return Frame(origin, decoded, started_at)
+    return decoded, one_signal
+
+
+def _plain_messages(
+    messages: list[Any], origin: str, max_items: int
+) -> tuple[list[Message], str | None, Sequence[int]] | None:
+    """
+    Check and decode a frame's messages field by field across all of them,
+    for the common frame: every field well-formed and every keyword argument a
+    plain value. None for any other, which ``_checked_messages`` then checks
+    one message at a time (and names what is wrong).
+    """
+    if not messages or not _LIST_TYPES.issuperset(map(type, messages)):
+        return None
+    if not _SIX.issuperset(map(len, messages)):
+        return None
+    ids, seqs, signals, senders, sent_ats, kwargs = zip(*messages, strict=True)
+    if not (
+        _BYTES_TYPES.issuperset(map(type, ids))
+        and _ID_SIZES.issuperset(map(len, ids))
+        and _INT_TYPES.issuperset(map(type, seqs))
+        and min(seqs) >= 0
+        and _SENDER_TYPES.issuperset(map(type, senders))
+        and _FLOAT_TYPES.issuperset(map(type, sent_ats))
+        and math.isfinite(sum(sent_ats))  # inf or nan if any is, or if they overflow
+        and _DICT_TYPES.issuperset(map(type, kwargs))
+    ):
+        return None
+    distinct = set(signals)
+    one_signal = signals[0] if len(distinct) == 1 else None
+    if not _STR_TYPES.issuperset(map(type, distinct)) or "" in distinct:
+        return None
+    if len(messages) + sum(map(len, kwargs)) > max_items:
+        return None
+    if not (
+        _NAME_TYPES.issuperset(map(type, chain.from_iterable(kwargs)))
+        and _PLAIN.issuperset(map(type, chain.from_iterable(map(dict.values, kwargs))))
+    ):
+        return None
+    # tuple.__new__ makes each Message in C, without a Python call per message.
+    fields = zip(
+        map(bytes.hex, ids),
+        repeat(origin),
+        seqs,
+        signals,
+        senders,
+        sent_ats,
+        kwargs,
+        repeat(None),
+        strict=False,
+    )
+    return list(map(_new_message, repeat(Message), fields)), one_signal, seqs
 
 
 def _add_traces(messages: list[Message], traces: Any) -> None:
@@ -825,7 +909,7 @@ def _add_traces(messages: list[Message], traces: Any) -> None:
             if type(state) is not str or len(state) > TRACESTATE_LIMIT:
                 raise WireError("bad header field 't': bad tracestate")
             context["tracestate"] = state
-        _set_trace(messages[index], context)
+        messages[index] = messages[index]._replace(trace=context)
 
 
 def _started_at(header: Any) -> float | None:
@@ -838,41 +922,19 @@ def _started_at(header: Any) -> float | None:
     return started_at
 
 
-def _message_maker() -> Callable[[str, str, int, str, str | None, float, dict[str, Any]], Message]:
-    # A frozen dataclass's __init__ sets each field through object.__setattr__,
-    # which costs more than the rest of decoding a small message; the slots'
-    # own descriptors set them directly.
-    setters = [getattr(Message, name).__set__ for name in Message.__slots__]
-    set_id, set_origin, set_seq, set_signal, set_sender, set_sent_at, set_kwargs, set_trace = (
-        setters
-    )
-    new = object.__new__
-
-    def make(
-        id_: str,
-        origin: str,
-        seq: int,
-        signal: str,
-        sender: str | None,
-        sent_at: float,
-        kwargs: dict[str, Any],
-    ) -> Message:
-        message = new(Message)
-        set_id(message, id_)
-        set_origin(message, origin)
-        set_seq(message, seq)
-        set_signal(message, signal)
-        set_sender(message, sender)
-        set_sent_at(message, sent_at)
-        set_kwargs(message, kwargs)
-        set_trace(message, None)
-        return message
-
-    return make
+def _message(
+    id_: str,
+    origin: str,
+    seq: int,
+    signal: str,
+    sender: str | None,
+    sent_at: float,
+    kwargs: dict[str, Any],
+) -> Message:
+    return _new_message(Message, (id_, origin, seq, signal, sender, sent_at, kwargs, None))
 
 
-_message: Final = _message_maker()
-_set_trace: Final = getattr(Message, "trace").__set__  # noqa: B009 (a slot, not a field)
+_new_message: Final = tuple.__new__
 
 
 def _unpack(data: bytes, max_size: int, max_items: int) -> Any:
