@@ -291,7 +291,7 @@ class _Outbox:
 
     def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> _Prepared:
         name = None if sender is None else sender_name(sender)
-        body = self._packer.body(name, time.time(), wire.encode_kwargs(named))
+        body = self._packer.encode(name, time.time(), named)
         limit = self.bridge.max_message_size
         if len(body) + _FRAME_OVERHEAD > limit:
             raise ValueError(

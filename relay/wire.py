@@ -439,6 +439,31 @@ class MessagePacker:
             (self._name, packed_sender, _FLOAT_HEAD, _pack_double(sent_at), kwargs)
         )
 
+    def encode(self, sender: str | None, sent_at: float, named: dict[str, Any]) -> bytes:
+        """
+        ``body(sender, sent_at, encode_kwargs(named))`` for the keyword
+        arguments of a call, ``named``: a ``dict`` whose keys Python made
+        ``str``. Raises what ``encode_kwargs`` raises.
+        """
+        packed_sender = self._senders.get(sender)
+        if packed_sender is None:
+            packed_sender = _pack(sender)
+            if len(self._senders) < _SENDER_CACHE:
+                self._senders[sender] = packed_sender
+        # _pack(named), inline: a packer of the pool, or a new one.
+        try:
+            packer = _packers.pop()
+        except IndexError:
+            packer = _new_packer()
+        try:
+            kwargs: bytes = packer.pack(named)
+        except (_Unsupported, ValueError, RecursionError):
+            _explain_failure(named)
+            raise
+        if len(kwargs) <= _POOL_MAX_OUTPUT and len(_packers) < _POOL_SIZE:
+            _packers.append(packer)
+        return b"".join((self._name, packed_sender, _FLOAT_HEAD, _pack_double(sent_at), kwargs))
+
 
 def number_message(message_id: bytes, seq: int, body: bytes) -> bytes:
     """The message of ``MessagePacker.body()`` with its 16-byte id and sequence number."""

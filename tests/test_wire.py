@@ -1313,3 +1313,14 @@ def test_a_signed_frame_with_a_header_verifies_and_a_changed_header_does_not() -
     assert forged != data
     with pytest.raises(WireError, match="bad signature"):
         read_frame(forged, keys=[key])
+
+
+def test_message_packer_encode_is_body_of_encode_kwargs() -> None:
+    packer = wire.MessagePacker("a.b")
+    named = {"n": 1, "when": dt.datetime(2026, 1, 2, 3, 4, 5), "t": (1, "x")}
+    assert packer.encode("s", 1.5, named) == packer.body("s", 1.5, wire.encode_kwargs(named))
+    with pytest.raises(TypeError, match="cannot relay keyword argument 'bad'"):
+        packer.encode(None, 1.5, {"ok": 1, "bad": object()})
+    # The pool's packers are left clean by the failure.
+    again = packer.body(None, 1.5, wire.encode_kwargs({"n": 2}))
+    assert packer.encode(None, 1.5, {"n": 2}) == again
