@@ -124,7 +124,9 @@ _SEQ_LIMIT: Final = 1 << 64
 # Types msgpack decodes natively and the decoder passes through untouched.
 _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
 _NAME_TYPES: Final = frozenset({str})  # the one type of a keyword argument's name
-# What _plain_messages checks the fields of a frame's messages against, column by column.
+# What _plain_messages checks the fields of a frame's messages against, column by column,
+# for frames of at least _COLUMNS_FROM messages.
+_COLUMNS_FROM: Final = 32
 _LIST_TYPES: Final = frozenset({list})
 _SIX: Final = frozenset({6})
 _BYTES_TYPES: Final = frozenset({bytes})
@@ -797,7 +799,8 @@ def read_frame(
         raise WireError("bad field 'origin'")
     if type(messages) is not list:
         raise WireError("bad frame: messages are not an array")
-    fast = _plain_messages(messages, origin, max_items)
+    # Checking column by column costs more up front and less per message.
+    fast = _plain_messages(messages, origin, max_items) if len(messages) >= _COLUMNS_FROM else None
     if fast is not None:
         decoded, one_signal, seqs = fast
     else:
