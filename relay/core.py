@@ -967,8 +967,11 @@ class Bridge:
         accepted = messages if len(fresh) == len(messages) else [messages[i] for i in fresh]
         if not replay and accepted:
             self._meters[name].observe(time.time(), accepted)
-        gaps = [self._gap_noted(frame.origin, name, first, count) for first, count in verdict.lost]
-        if not (accepted or gaps):
+        if verdict.lost:
+            gaps = [self._gap_noted(frame.origin, name, *lost) for lost in verdict.lost]
+        elif accepted:
+            return _Accepted(signal, [], accepted, [])
+        else:
             return None
         return _Accepted(signal, [], accepted, gaps)
 
@@ -1663,7 +1666,7 @@ class Bridge:
         of their delivery latency (``relay.presence.LATENCY_BUCKETS``).
         """
         found: dict[str, presence.SignalStats] = {}
-        meters = dict(self._meters.items())
+        meters = dict(self._meters)
         for name in sorted(set(self._outboxes) | set(meters)):
             outbox = self._outboxes.get(name)
             meter = meters.get(name)

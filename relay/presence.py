@@ -116,22 +116,11 @@ class SignalMeter:
         self.latency_sum += total
 
 
-class Meters:
-    """The ``SignalMeter`` of every signal a bridge hears, by name."""
+class Meters(dict[str, SignalMeter]):
+    """The ``SignalMeter`` of every signal a bridge hears, by name, made when first asked for."""
 
-    __slots__ = ("_meters",)
-
-    def __init__(self) -> None:
-        self._meters: dict[str, SignalMeter] = {}
-
-    def __getitem__(self, name: str) -> SignalMeter:
-        meter = self._meters.get(name)
-        if meter is None:
-            meter = self._meters.setdefault(name, SignalMeter())
-        return meter
-
-    def items(self) -> list[tuple[str, SignalMeter]]:
-        return list(self._meters.items())
+    def __missing__(self, name: str) -> SignalMeter:
+        return self.setdefault(name, SignalMeter())
 
 
 @dataclass(frozen=True, slots=True)
