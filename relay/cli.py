@@ -20,7 +20,7 @@ from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
 from relay.bridge import Relay
-from relay.presence import Peer
+from relay.presence import WORKER_COUNTERS, Peer
 from relay.signals import Signal
 from relay.transport.base import TransportError
 from relay.usage import UsageError
@@ -245,15 +245,7 @@ def workers_table(peers: Sequence[Peer], now: float) -> list[str]:
         "UP",
         "SENDS",
         "HEARS",
-        "PUBLISHED",
-        "RECEIVED",
-        "FIRED",
-        "GAPS",
-        "MISSED",
-        "REPLAYED",
-        "DROPPED",
-        "REJECTED",
-        "ERRORS",
+        *("ERRORS" if name == "receiver_errors" else name.upper() for name in WORKER_COUNTERS),
     )
     rows: list[tuple[str, ...]] = [header]
     for peer in peers:
@@ -272,20 +264,7 @@ def workers_table(peers: Sequence[Peer], now: float) -> list[str]:
                 _ago(peer.last_seen - peer.started_at),
                 str(len(peer.sends)),
                 str(len(peer.hears)),
-                *(
-                    str(stats.get(name, 0))
-                    for name in (
-                        "published",
-                        "received",
-                        "fired",
-                        "gaps",
-                        "missed",
-                        "replayed",
-                        "dropped",
-                        "rejected",
-                        "receiver_errors",
-                    )
-                ),
+                *(str(stats.get(name, 0)) for name in WORKER_COUNTERS),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -35,6 +35,7 @@ __all__ = [
     "GONE_AFTER",
     "LATENCY_BUCKETS",
     "PRESENCE_SIGNAL",
+    "WORKER_COUNTERS",
     "Meters",
     "Peer",
     "SignalMeter",
@@ -70,6 +71,19 @@ LATENCY_BUCKETS: Final = (
     10.0,
 )
 _BUCKET_COUNT: Final = len(LATENCY_BUCKETS) + 1
+#: The ``stats()`` counters that ``relay workers`` and the dashboard show per worker, in order.
+WORKER_COUNTERS: Final = (
+    "published",
+    "received",
+    "fired",
+    "gaps",
+    "missed",
+    "replayed",
+    "dropped",
+    "rejected",
+    "receiver_errors",
+    "duplicates",
+)
 
 State = Literal["alive", "gone", "stopped"]
 

@@ -28,23 +28,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from relay.presence import LATENCY_BUCKETS, Peer, latency_quantile
+from relay.presence import LATENCY_BUCKETS, WORKER_COUNTERS, Peer, latency_quantile
 
 __all__ = ["WORKER_COUNTERS", "Tracker", "merge_histograms"]
-
-#: The ``stats()`` counters shown per worker, in the order of the table.
-WORKER_COUNTERS: Final = (
-    "published",
-    "received",
-    "fired",
-    "gaps",
-    "missed",
-    "replayed",
-    "dropped",
-    "rejected",
-    "receiver_errors",
-    "duplicates",
-)
 
 _BUCKETS: Final = len(LATENCY_BUCKETS) + 1
 
