@@ -418,7 +418,8 @@ def test_worker_app_forms(
         assert numsub(client, f"relay:{namespace}:{name}") == 1, name
     for name in not_relayed:
         assert numsub(client, f"relay:{namespace}:{name}") == 0, name
-    assert f"{len(relayed)} signals" in worker.stderr
+    # The "running" line comes after SUBSCRIBE (and the first heartbeat): wait for it.
+    worker.wait_log(f"{len(relayed)} signals")
 
     for number, name in enumerate(relayed):
         result = run_relay(
