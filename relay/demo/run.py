@@ -89,8 +89,10 @@ def local_cluster() -> Iterator[Broker]:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    # SIGTERM unwinds like Ctrl-C, so that the nodes are stopped too.
+    # SIGTERM unwinds like Ctrl-C, so that the nodes are stopped too; SIGINT
+    # explicitly, as a process started in the background inherits it ignored.
     previous = os_signal.signal(os_signal.SIGTERM, interrupt)
+    previous_int = os_signal.signal(os_signal.SIGINT, interrupt)
     try:
         cluster = None
         problems = []
@@ -113,6 +115,7 @@ def local_cluster() -> Iterator[Broker]:
             cluster.stop()
     finally:
         os_signal.signal(os_signal.SIGTERM, previous)
+        os_signal.signal(os_signal.SIGINT, previous_int)
 
 
 @contextmanager
