@@ -12,8 +12,12 @@ How to run (from the repository root)::
 
 Options:
 
-    --messages N          messages per throughput run (default 20,000; 3,000 with --quick)
-    --channels-messages N messages per channels_redis run (default N // 10: it is slow)
+    --messages N          messages per batched throughput run: relay async, raw pipelined,
+                          floor consumer (default 200,000, about a second of sending,
+                          which CPU per message needs to be steady; 3,000 with --quick)
+    --sequential-messages N  messages per sequential run: relay sync, raw sequential
+                          (default 20,000: one round trip each; 3,000 with --quick)
+    --channels-messages N messages per channels_redis run (default 2,000: it is slow)
     --latency-messages N  paced messages per latency run (default 1,000; 300 with --quick)
     --period-ms MS        the pause between two paced sends (default 2 ms)
     --channels-capacity C channels_redis capacity per channel (default N+10; its own
@@ -816,10 +820,16 @@ class Job:
         return f"{short}-{self.contender.replace(' ', '-').replace('_', '-')}"
 
 
+#: The throughput contenders that make one round trip per message.
+SEQUENTIAL = frozenset({"relay sync", "raw sequential"})
+
+
 def make_spec(job: Job, config: argparse.Namespace, env: Result, round_: int) -> Spec:
     latency = job.section == "latency"
     if job.contender == "channels_redis":
         n = config.channels_messages
+    elif job.contender in SEQUENTIAL:
+        n = config.sequential_messages
     elif latency:
         n = config.latency_messages
     else:
@@ -1136,7 +1146,8 @@ def render(env: Result, config: argparse.Namespace, summary: Result, problems: l
     )
     add(
         f"{config.rounds} interleaved rounds (rotating order), medians; throughput N = "
-        f"{config.messages:,} (channels_redis N = {config.channels_messages:,}, "
+        f"{config.messages:,} (relay sync and raw sequential N = "
+        f"{config.sequential_messages:,}; channels_redis N = {config.channels_messages:,}, "
         f"{capacity}); latency: {config.latency_messages:,} "
         f"messages, one every {config.period_ms:g} ms "
         f"({1000 / config.period_ms:,.0f} msg/s). Producer, consumer and redis-server "
@@ -1685,6 +1696,9 @@ def presence_cost(config: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--messages", type=int, default=None, help="N per throughput run")
+    parser.add_argument(
+        "--sequential-messages", type=int, default=None, help="N for relay sync, raw sequential"
+    )
     parser.add_argument("--channels-messages", type=int, default=None, help="N for channels")
     parser.add_argument("--latency-messages", type=int, default=None, help="paced messages")
     parser.add_argument("--period-ms", type=float, default=2.0, help="pause between paced sends")
@@ -1724,14 +1738,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("sizes, rounds and the scrape period must be positive")
         return presence_cost(config)
     if config.messages is None:
-        config.messages = 3_000 if config.quick else 20_000
+        config.messages = 3_000 if config.quick else 200_000
+    if config.sequential_messages is None:
+        config.sequential_messages = 3_000 if config.quick else 20_000
     if config.channels_messages is None:
-        config.channels_messages = max(100, config.messages // 10)
+        config.channels_messages = 300 if config.quick else 2_000
     if config.latency_messages is None:
         config.latency_messages = 300 if config.quick else 1_000
     if config.rounds is None:
         config.rounds = 3 if config.quick else 7
-    if min(config.messages, config.channels_messages, config.latency_messages, config.rounds) < 1:
+    sizes = (config.messages, config.sequential_messages, config.channels_messages)
+    if min(*sizes, config.latency_messages, config.rounds) < 1:
         parser.error("sizes and rounds must be at least 1")
 
     try:

@@ -43,6 +43,7 @@ import decimal
 import hashlib
 import hmac
 import math
+import os
 import struct
 import threading
 import uuid
@@ -52,6 +53,13 @@ from itertools import chain, repeat
 from typing import Any, Final, NamedTuple, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
+
+try:
+    if os.environ.get("RELAY_PURE_PYTHON"):
+        raise ImportError("RELAY_PURE_PYTHON is set")
+    from relay import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -799,8 +807,13 @@ def read_frame(
         raise WireError("bad field 'origin'")
     if type(messages) is not list:
         raise WireError("bad frame: messages are not an array")
-    # Checking column by column costs more up front and less per message.
-    fast = _plain_messages(messages, origin, max_items) if len(messages) >= _COLUMNS_FROM else None
+    if _c_plain_messages is not None:
+        fast = _c_plain_messages(messages, origin, max_items, Message)
+    elif len(messages) >= _COLUMNS_FROM:
+        # Checking column by column costs more up front and less per message.
+        fast = _plain_messages(messages, origin, max_items)
+    else:
+        fast = None
     if fast is not None:
         decoded, one_signal, seqs = fast
     else:
@@ -963,6 +976,11 @@ def _message(
 
 
 _new_message: Final = tuple.__new__
+
+#: True when relay's optional C accelerator (``relay._speedups``) is in use;
+#: the environment variable ``RELAY_PURE_PYTHON`` turns it off.
+ACCELERATED: Final = _speedups is not None
+_c_plain_messages = None if _speedups is None else _speedups.plain_messages
 
 
 def _unpack(data: bytes, max_size: int, max_items: int) -> Any:

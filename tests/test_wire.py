@@ -90,6 +90,16 @@ class Moment(dt.datetime):
     pass
 
 
+@pytest.fixture(autouse=True, params=["accelerated", "pure"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test with relay's C accelerator (where it is built) and without it."""
+    if request.param == "pure":
+        monkeypatch.setattr(wire, "_c_plain_messages", None)
+    elif not wire.ACCELERATED:
+        pytest.skip("relay._speedups is not built")
+    return str(request.param)
+
+
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Undo the test's register_type() calls afterwards."""

@@ -1,0 +1,242 @@
+"""
+relay's optional C accelerator, ``relay._speedups``: it gives exactly what
+the pure-Python code gives, for good frames and hostile ones, and relay works
+without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay import wire
+
+ROOT = Path(__file__).resolve().parent.parent
+ORIGIN = "origin:1:abcd"
+ID = bytes(range(16))
+
+needs_speedups = pytest.mark.skipif(not wire.ACCELERATED, reason="relay._speedups is not built")
+
+
+def test_the_accelerator_is_built_where_required() -> None:
+    # .ci/run sets RELAY_REQUIRE_SPEEDUPS=1: there, a C compiler is present, so
+    # a build that silently fell back to pure Python is a failure.
+    if os.environ.get("RELAY_REQUIRE_SPEEDUPS") == "1":
+        assert wire.ACCELERATED, "relay._speedups failed to build: see pip's output"
+
+
+def test_relay_pure_python_turns_the_accelerator_off() -> None:
+    code = "import relay.wire as w; print(w.ACCELERATED, w._c_plain_messages)"
+    env = {**os.environ, "RELAY_PURE_PYTHON": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "None"]
+
+
+def _read(data: bytes, accelerated: bool) -> Any:
+    """read_frame() with or without the accelerator: its Frame, or its error."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not accelerated:
+            patch.setattr(wire, "_c_plain_messages", None)
+        try:
+            return wire.read_frame(data, max_items=60)
+        except Exception as exc:
+            return (type(exc), str(exc))
+
+
+_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what msgpack can carry
+# Each field: mostly a good value, sometimes one of the bad ones a hostile
+# publisher could send.
+_ids = st.one_of(
+    st.binary(min_size=16, max_size=16), st.binary(max_size=20), st.text(max_size=3), st.none()
+)
+_seqs = st.one_of(
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.integers(min_value=-(2**63), max_value=-1),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.text(max_size=2),
+)
+_signals = st.one_of(st.sampled_from(["app.saved", "app.deleted"]), st.just(""), _ints)
+_senders = st.one_of(st.none(), st.sampled_from(["app.Thing", "é"]), _ints, st.binary())
+_sent_ats = st.one_of(
+    st.floats(min_value=0, max_value=2e9),
+    st.floats(),  # inf and nan among them
+    st.just(1.7e308),  # finite, yet a sum of two overflows
+    _ints,
+    st.none(),
+)
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    _ints,
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.binary(max_size=5),
+    st.lists(_ints, max_size=2),
+    st.dictionaries(st.text(max_size=2), _ints, max_size=2),
+)
+_kwargs = st.one_of(
+    st.dictionaries(st.text(max_size=4), _values, max_size=6),
+    st.dictionaries(_ints, _ints, min_size=1, max_size=2),
+    st.lists(_ints, max_size=2),
+    st.none(),
+)
+_messages = st.one_of(
+    st.tuples(_ids, _seqs, _signals, _senders, _sent_ats, _kwargs).map(list),
+    st.lists(_ints, max_size=7),
+    _ints,
+)
+
+
+@needs_speedups
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.lists(_messages, max_size=12))
+def test_both_read_every_frame_alike(messages: list[Any]) -> None:
+    data = msgpack.packb([wire.WIRE_VERSION, ORIGIN, messages, None])
+    accelerated = _read(data, True)
+    pure = _read(data, False)
+    assert accelerated == pure
+    if isinstance(accelerated, wire.Frame):
+        assert [type(m) for m in accelerated.messages] == [wire.Message] * len(messages)
+        assert list(accelerated.seqs) == list(pure.seqs)
+
+
+def _fields(**changes: Any) -> list[Any]:
+    fields: dict[str, Any] = {
+        "id": ID,
+        "seq": 7,
+        "signal": "app.saved",
+        "sender": "app.Thing",
+        "sent_at": 1.5,
+        "kwargs": {"pk": 1, "name": "x", "ok": True, "none": None, "raw": b"\x00", "f": 2.5},
+    }
+    fields.update(changes)
+    return list(fields.values())
+
+
+@needs_speedups
+def test_plain_messages_makes_the_messages() -> None:
+    from relay import _speedups
+
+    result = _speedups.plain_messages(
+        [_fields(), _fields(seq=2**64 - 1, sender=None)], ORIGIN, 100, wire.Message
+    )
+    assert result is not None
+    messages, one_signal, seqs = result
+    assert one_signal == "app.saved"
+    assert seqs == [7, 2**64 - 1]
+    assert messages[0] == wire.Message(
+        ID.hex(), ORIGIN, 7, "app.saved", "app.Thing", 1.5, _fields()[5], None
+    )
+    assert type(messages[0]) is wire.Message
+    assert messages[0].id == "000102030405060708090a0b0c0d0e0f"
+    assert messages[1].sender is None
+    assert messages[1].trace is None
+
+
+class _Str(str):
+    pass
+
+
+class _Dict(dict[str, Any]):
+    pass
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    "fields",
+    [
+        _fields(id=ID[:15]),
+        _fields(id=bytearray(ID)),
+        _fields(seq=-1),
+        _fields(seq=-(2**70)),
+        _fields(seq=True),
+        _fields(seq=7.0),
+        _fields(signal=""),
+        _fields(signal=_Str("app.saved")),
+        _fields(sender=b"app.Thing"),
+        _fields(sender=_Str("app.Thing")),
+        _fields(sent_at=math.inf),
+        _fields(sent_at=math.nan),
+        _fields(sent_at=1),
+        _fields(kwargs=_Dict(pk=1)),
+        _fields(kwargs={"pk": [1]}),
+        _fields(kwargs={"pk": _Str("x")}),
+        _fields(kwargs={1: 1}),
+        _fields(kwargs={_Str("pk"): 1}),
+        _fields()[:5],
+        (*_fields(),),
+    ],
+)
+def test_plain_messages_leaves_any_other_frame_to_the_checked_path(fields: Any) -> None:
+    from relay import _speedups
+
+    assert _speedups.plain_messages([_fields(), fields], ORIGIN, 100, wire.Message) is None
+
+
+@needs_speedups
+def test_plain_messages_counts_items_against_the_limit() -> None:
+    from relay import _speedups
+
+    messages = [_fields(), _fields()]  # 2 messages of 6 keyword arguments: 14 items
+    assert _speedups.plain_messages(messages, ORIGIN, 14, wire.Message) is not None
+    assert _speedups.plain_messages(messages, ORIGIN, 13, wire.Message) is None
+    assert _speedups.plain_messages([], ORIGIN, 13, wire.Message) is None
+
+
+@needs_speedups
+def test_plain_messages_refuses_bad_arguments() -> None:
+    from relay import _speedups
+
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        _speedups.plain_messages([], ORIGIN, 1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="subclass of tuple"):
+        _speedups.plain_messages([], ORIGIN, 1, list)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _speedups.plain_messages([], ORIGIN, "1", wire.Message)  # type: ignore[arg-type]
+
+
+def test_the_sdist_builds_the_accelerator(tmp_path: Path) -> None:
+    """What ``pip install`` does with the sdist on a fresh machine: compile relay._speedups."""
+    sdist_dir, wheel_dir = tmp_path / "sdist", tmp_path / "wheel"
+    build = (
+        "import sys; from setuptools import build_meta as b; "
+        "print(b.build_sdist(sys.argv[1]))"
+    )
+    name = subprocess.run(
+        [sys.executable, "-c", build, str(sdist_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[-1]
+    sdist = sdist_dir / name
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
+    assert any(n.endswith("relay/_speedups.c") for n in names)
+    assert any(n.endswith("relay/_speedups.pyi") for n in names)
+    assert not any(n.endswith(".so") for n in names)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(wheel_dir), str(sdist)],
+        capture_output=True,
+        check=True,
+    )
+    (wheel,) = wheel_dir.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        built = archive.namelist()
+    assert any(n.startswith("relay/_speedups") and n.endswith(".so") for n in built), built
+    assert "relay/py.typed" in built
