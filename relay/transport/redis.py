@@ -479,8 +479,14 @@ class RedisTransport(Transport, RedisKeys):
         self._pid = os.getpid()
 
     def publish(self, channel: str, data: bytes) -> int:
-        with translated(self.description):
+        # translated(), inline: a publish="sync" send makes one call per message.
+        try:
             return int(self.client.publish(channel, data))
+        except Exception as exc:
+            message = transport_error_message(exc, self.description)
+            if message is None:
+                raise
+            raise TransportError(message) from exc
 
     def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
         if log is None and len(items) == 1 and items[0].log is None:
