@@ -317,8 +317,14 @@ class RedisSubscription(Subscription):
         if self._early:
             message: dict[str, Any] | None = self._early.pop(0)
         else:
-            with translated():
+            # translated(), inline: the listener calls this once per frame.
+            try:
                 message = self._pubsub.get_message(timeout=timeout)
+            except Exception as exc:
+                error = transport_error_message(exc)
+                if error is None:
+                    raise
+                raise TransportError(error) from exc
         if message is None:
             return None
         self.last_activity = time.monotonic()
