@@ -135,6 +135,7 @@ PyDoc_STRVAR(plain_messages_doc,
 static PyObject *
 plain_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 4) {
         PyErr_Format(PyExc_TypeError, "plain_messages() takes 4 arguments (%zd given)", nargs);
         return NULL;
@@ -182,7 +183,9 @@ plain_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
-    /* Every field is checked and nothing below calls back into Python code. */
+    /* Every field is checked. Allocating below may run a collection: hold
+       what is kept of the frame, so that nothing borrowed can go away. */
+    Py_XINCREF(one_signal);
     PyObject *decoded = PyList_New(count);
     PyObject *seqs = PyList_New(count);
     if (decoded == NULL || seqs == NULL) {
@@ -205,10 +208,12 @@ plain_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *signal = one_signal == NULL ? Py_None : one_signal;
     PyObject *result = PyTuple_Pack(3, decoded, signal, seqs);
+    Py_XDECREF(one_signal);
     Py_DECREF(decoded);
     Py_DECREF(seqs);
     return result;
 fail:
+    Py_XDECREF(one_signal);
     Py_XDECREF(decoded);
     Py_XDECREF(seqs);
     return NULL;

@@ -137,6 +137,10 @@ def test_dockerfile_installs_the_package() -> None:
     assert base is not None, text
     assert int(base.group(1)) >= 11  # requires-python >= 3.11
     assert re.search(r"^COPY .*pyproject\.toml", text, re.M), text
+    # setup.py declares the optional C accelerator; without it the build drops it.
+    assert re.search(r"^COPY .*setup\.py", text, re.M), text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "**/*.so" in ignored  # never this machine's build of relay._speedups
     assert re.search(r"^COPY relay ", text, re.M), text
     assert re.search(r"^RUN pip install .*\"?\.(\[[\w,]+\])?\"?\s*$", text, re.M), text
 

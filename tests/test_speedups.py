@@ -240,3 +240,4 @@ def test_the_sdist_builds_the_accelerator(tmp_path: Path) -> None:
         built = archive.namelist()
     assert any(n.startswith("relay/_speedups") and n.endswith(".so") for n in built), built
     assert "relay/py.typed" in built
+    assert "relay/_speedups.pyi" in built  # for type checkers of code that uses it
