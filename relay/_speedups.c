@@ -219,9 +219,323 @@ fail:
     return NULL;
 }
 
+
+/* -- encoding ------------------------------------------------------------- */
+
+/* How deep encode_body follows lists and dicts before leaving a value to msgpack. */
+#define MAX_DEPTH 32
+
+typedef struct {
+    char *data;
+    Py_ssize_t size;
+    Py_ssize_t capacity;
+    char inline_space[512];
+} Buffer;
+
+static int
+reserve(Buffer *buffer, Py_ssize_t more)
+{
+    if (buffer->size + more <= buffer->capacity) {
+        return 0;
+    }
+    Py_ssize_t capacity = buffer->capacity;
+    while (capacity < buffer->size + more) {
+        if (capacity > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        capacity *= 2;
+    }
+    char *data;
+    if (buffer->data == buffer->inline_space) {
+        data = PyMem_Malloc(capacity);
+        if (data != NULL) {
+            memcpy(data, buffer->data, buffer->size);
+        }
+    }
+    else {
+        data = PyMem_Realloc(buffer->data, capacity);
+    }
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    buffer->data = data;
+    buffer->capacity = capacity;
+    return 0;
+}
+
+static int
+put(Buffer *buffer, const void *bytes, Py_ssize_t size)
+{
+    if (reserve(buffer, size) < 0) {
+        return -1;
+    }
+    memcpy(buffer->data + buffer->size, bytes, size);
+    buffer->size += size;
+    return 0;
+}
+
+/* A type byte, then the low `width` bytes of `value`, big-endian. */
+static int
+write_typed(Buffer *buffer, unsigned char type, unsigned long long value, int width)
+{
+    unsigned char out[9];
+    out[0] = type;
+    for (int i = 0; i < width; i++) {
+        out[width - i] = (unsigned char)(value >> (8 * i));
+    }
+    return put(buffer, out, 1 + width);
+}
+
+/* A header of a str, bin, array or map: the smallest msgpack has for `length`. */
+static int
+write_header(Buffer *buffer, Py_ssize_t length, unsigned char fix, Py_ssize_t fix_limit,
+             unsigned char one, unsigned char two, unsigned char four)
+{
+    if (length < fix_limit) {
+        unsigned char head = (unsigned char)(fix | length);
+        return put(buffer, &head, 1);
+    }
+    if (one != 0 && length < 256) {
+        return write_typed(buffer, one, (unsigned long long)length, 1);
+    }
+    if (length < 65536) {
+        return write_typed(buffer, two, (unsigned long long)length, 2);
+    }
+    return write_typed(buffer, four, (unsigned long long)length, 4);
+}
+
+/* The integer forms msgpack's Packer picks: the shortest that holds it. */
+static int
+write_int(Buffer *buffer, PyObject *value)
+{
+    int overflow = 0;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (number == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow == 0 && number < 0) {
+        if (number >= -32) {
+            unsigned char head = (unsigned char)(number & 0xFF);
+            return put(buffer, &head, 1);
+        }
+        if (number >= -128) {
+            return write_typed(buffer, 0xD0, (unsigned long long)number, 1);
+        }
+        if (number >= -32768) {
+            return write_typed(buffer, 0xD1, (unsigned long long)number, 2);
+        }
+        if (number >= -2147483648LL) {
+            return write_typed(buffer, 0xD2, (unsigned long long)number, 4);
+        }
+        return write_typed(buffer, 0xD3, (unsigned long long)number, 8);
+    }
+    unsigned long long positive;
+    if (overflow == 0) {
+        positive = (unsigned long long)number;
+    }
+    else if (overflow > 0) {
+        positive = PyLong_AsUnsignedLongLong(value);
+        if (positive == (unsigned long long)-1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                return -1;
+            }
+            PyErr_Clear();
+            return 0;  /* beyond 64 bits: relay's big-integer extension type */
+        }
+    }
+    else {
+        return 0;
+    }
+    if (positive < 128) {
+        unsigned char head = (unsigned char)positive;
+        return put(buffer, &head, 1);
+    }
+    if (positive < 256) {
+        return write_typed(buffer, 0xCC, positive, 1);
+    }
+    if (positive < 65536) {
+        return write_typed(buffer, 0xCD, positive, 2);
+    }
+    if (positive < 4294967296ULL) {
+        return write_typed(buffer, 0xCE, positive, 4);
+    }
+    return write_typed(buffer, 0xCF, positive, 8);
+}
+
+static int
+write_double(Buffer *buffer, double value)
+{
+    unsigned long long bits;
+    memcpy(&bits, &value, sizeof bits);
+    return write_typed(buffer, 0xCB, bits, 8);
+}
+
+static int write_map(Buffer *buffer, PyObject *map, int depth);
+
+/*
+ * Pack `value` as msgpack.Packer(strict_types=True, use_bin_type=True) does:
+ * 1 if packed, 0 if it is a value this encoder leaves to msgpack (an
+ * extension type, a subclass, a string with lone surrogates, ...: the caller
+ * then encodes the whole send in Python), -1 with an exception set.
+ */
+static int
+write_value(Buffer *buffer, PyObject *value, int depth)
+{
+    if (value == Py_None) {
+        unsigned char head = 0xC0;
+        return put(buffer, &head, 1) < 0 ? -1 : 1;
+    }
+    if (value == Py_True || value == Py_False) {
+        unsigned char head = value == Py_True ? 0xC3 : 0xC2;
+        return put(buffer, &head, 1) < 0 ? -1 : 1;
+    }
+    if (PyLong_CheckExact(value)) {
+        Py_ssize_t before = buffer->size;
+        int done = write_int(buffer, value);
+        if (done < 0) {
+            return -1;
+        }
+        return buffer->size > before ? 1 : 0;
+    }
+    if (PyFloat_CheckExact(value)) {
+        return write_double(buffer, PyFloat_AS_DOUBLE(value)) < 0 ? -1 : 1;
+    }
+    if (PyUnicode_CheckExact(value)) {
+        Py_ssize_t size;
+        const char *text = PyUnicode_AsUTF8AndSize(value, &size);
+        if (text == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (size > 0xFFFFFFFFLL) {
+            return 0;
+        }
+        if (write_header(buffer, size, 0xA0, 32, 0xD9, 0xDA, 0xDB) < 0
+            || put(buffer, text, size) < 0) {
+            return -1;
+        }
+        return 1;
+    }
+    if (PyBytes_CheckExact(value)) {
+        Py_ssize_t size = PyBytes_GET_SIZE(value);
+        if (size > 0xFFFFFFFFLL) {
+            return 0;
+        }
+        if (write_header(buffer, size, 0, 0, 0xC4, 0xC5, 0xC6) < 0
+            || put(buffer, PyBytes_AS_STRING(value), size) < 0) {
+            return -1;
+        }
+        return 1;
+    }
+    if (depth >= MAX_DEPTH) {
+        return 0;
+    }
+    if (PyList_CheckExact(value)) {
+        Py_ssize_t length = PyList_GET_SIZE(value);
+        if (length > 0xFFFFFFFFLL
+            || write_header(buffer, length, 0x90, 16, 0, 0xDC, 0xDD) < 0) {
+            return length > 0xFFFFFFFFLL ? 0 : -1;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            PyObject *item = Py_NewRef(PyList_GET_ITEM(value, i));
+            int done = write_value(buffer, item, depth + 1);
+            Py_DECREF(item);
+            if (done <= 0) {
+                return done;
+            }
+        }
+        /* A list that changed length while packed would not match its header. */
+        return PyList_GET_SIZE(value) == length ? 1 : 0;
+    }
+    if (PyDict_CheckExact(value)) {
+        return write_map(buffer, value, depth);
+    }
+    return 0;
+}
+
+static int
+write_map(Buffer *buffer, PyObject *map, int depth)
+{
+    Py_ssize_t length = PyDict_GET_SIZE(map);
+    if (length > 0xFFFFFFFFLL) {
+        return 0;
+    }
+    if (write_header(buffer, length, 0x80, 16, 0, 0xDE, 0xDF) < 0) {
+        return -1;
+    }
+    Py_ssize_t position = 0, written = 0;
+    PyObject *key, *item;
+    while (PyDict_Next(map, &position, &key, &item)) {
+        Py_INCREF(key);
+        Py_INCREF(item);
+        int done = write_value(buffer, key, depth + 1);
+        if (done > 0) {
+            done = write_value(buffer, item, depth + 1);
+        }
+        Py_DECREF(key);
+        Py_DECREF(item);
+        if (done <= 0) {
+            return done;
+        }
+        written++;
+    }
+    return written == length && PyDict_GET_SIZE(map) == length ? 1 : 0;
+}
+
+PyDoc_STRVAR(encode_body_doc,
+"encode_body(head, sender, sent_at, named, /)\n"
+"--\n\n"
+"head + sender + sent_at as a msgpack float 64 + named packed as\n"
+"relay.wire packs keyword arguments, as bytes: what MessagePacker.encode\n"
+"returns. None when a value needs relay's extension types or is anything\n"
+"else this encoder leaves to relay.wire's pure-Python path.");
+
+static PyObject *
+encode_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "encode_body() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "head and sender must be bytes");
+        return NULL;
+    }
+    if (!PyFloat_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "sent_at must be a float");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[3])) {
+        Py_RETURN_NONE;
+    }
+    Buffer buffer = {.size = 0, .capacity = sizeof buffer.inline_space};
+    buffer.data = buffer.inline_space;
+    int done = -1;
+    if (put(&buffer, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0])) == 0
+        && put(&buffer, PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1])) == 0
+        && write_double(&buffer, PyFloat_AS_DOUBLE(args[2])) == 0) {
+        done = write_map(&buffer, args[3], 0);
+    }
+    PyObject *result = NULL;
+    if (done > 0) {
+        result = PyBytes_FromStringAndSize(buffer.data, buffer.size);
+    }
+    else if (done == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    if (buffer.data != buffer.inline_space) {
+        PyMem_Free(buffer.data);
+    }
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"plain_messages", (PyCFunction)(void (*)(void))plain_messages, METH_FASTCALL,
      plain_messages_doc},
+    {"encode_body", (PyCFunction)(void (*)(void))encode_body, METH_FASTCALL, encode_body_doc},
     {NULL, NULL, 0, NULL},
 };
 

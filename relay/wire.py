@@ -460,6 +460,10 @@ class MessagePacker:
             packed_sender = _pack(sender)
             if len(self._senders) < _SENDER_CACHE:
                 self._senders[sender] = packed_sender
+        if _c_encode_body is not None and type(sent_at) is float:
+            body: bytes | None = _c_encode_body(self._name, packed_sender, sent_at, named)
+            if body is not None:
+                return body
         # _pack(named), inline: a packer of the pool, or a new one.
         try:
             packer = _packers.pop()
@@ -981,6 +985,7 @@ _new_message: Final = tuple.__new__
 #: the environment variable ``RELAY_PURE_PYTHON`` turns it off.
 ACCELERATED: Final = _speedups is not None
 _c_plain_messages = None if _speedups is None else _speedups.plain_messages
+_c_encode_body = None if _speedups is None else _speedups.encode_body
 
 
 def _unpack(data: bytes, max_size: int, max_items: int) -> Any:

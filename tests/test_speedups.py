@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import subprocess
 import sys
 import tarfile
@@ -26,6 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "origin:1:abcd"
 ID = bytes(range(16))
 
+
+class _Str(str):
+    pass
+
+
+class _Dict(dict[str, Any]):
+    pass
+
+
 needs_speedups = pytest.mark.skipif(not wire.ACCELERATED, reason="relay._speedups is not built")
 
 
@@ -37,12 +47,23 @@ def test_the_accelerator_is_built_where_required() -> None:
 
 
 def test_relay_pure_python_turns_the_accelerator_off() -> None:
-    code = "import relay.wire as w; print(w.ACCELERATED, w._c_plain_messages)"
+    code = "import relay.wire as w; print(w.ACCELERATED, w._c_plain_messages, w._c_encode_body)"
     env = {**os.environ, "RELAY_PURE_PYTHON": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["False", "None"]
+    assert out.stdout.split() == ["False", "None", "None"]
+
+
+def _encode(named: Any, accelerated: bool, sender: str | None = "app.Thing") -> Any:
+    """MessagePacker.encode() with or without the accelerator: its bytes, or its error."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not accelerated:
+            patch.setattr(wire, "_c_encode_body", None)
+        try:
+            return wire.MessagePacker("app.saved").encode(sender, 1.5, named)
+        except Exception as exc:
+            return (type(exc), str(exc))
 
 
 def _read(data: bytes, accelerated: bool) -> Any:
@@ -114,6 +135,123 @@ def test_both_read_every_frame_alike(messages: list[Any]) -> None:
         assert list(accelerated.seqs) == list(pure.seqs)
 
 
+_edge_ints = st.sampled_from(
+    [
+        0,
+        127,
+        128,
+        255,
+        256,
+        65535,
+        65536,
+        2**32 - 1,
+        2**32,
+        2**63 - 1,
+        2**63,
+        2**64 - 1,
+        2**64,
+        -1,
+        -32,
+        -33,
+        -128,
+        -129,
+        -32768,
+        -32769,
+        -(2**31),
+        -(2**31) - 1,
+        -(2**63),
+        -(2**63) - 1,
+    ]
+)
+_texts = st.one_of(
+    st.text(max_size=40),
+    st.text(min_size=1, max_size=3).map(lambda t: t * 100),  # past str 8's 255 bytes
+    st.sampled_from(["\ud800", "é" * 20, "a" * 31, "a" * 32, "a" * 255, "a" * 256, "a" * 65536]),
+)
+_encodable = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        _edge_ints,
+        st.floats(),
+        _texts,
+        st.binary(max_size=6),
+        st.binary(min_size=1, max_size=3).map(lambda b: b * 100),
+        st.sampled_from([b"x" * 65536, _Str("sub"), (1, 2), {1, 2}, object()]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=18),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), inner, max_size=17),
+        st.tuples(inner),
+    ),
+    max_leaves=40,
+)
+
+
+@needs_speedups
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(named=st.dictionaries(st.text(max_size=5), _encodable, max_size=18))
+def test_both_encode_every_send_alike(named: dict[str, Any]) -> None:
+    accelerated = _encode(named, True)
+    assert accelerated == _encode(named, False)
+    if isinstance(accelerated, bytes):
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        unpacker.feed(accelerated)
+        fields = list(unpacker)
+        assert fields[:3] == ["app.saved", "app.Thing", 1.5]
+        assert len(fields) == 4 and type(fields[3]) is dict
+
+
+@needs_speedups
+def test_encode_body_packs_plain_sends_as_msgpack_does() -> None:
+    from relay import _speedups
+
+    named = {
+        "pk": 2**40,
+        "n": -200,
+        "name": "é" * 40,
+        "raw": b"\x00" * 300,
+        "ok": False,
+        "rows": [1, [2.5, None], {"k": "v", 3: True}],
+        "none": None,
+    }
+    body = _speedups.encode_body(b"\xa1s", b"\xc0", 2.0, named)
+    assert body == b"\xa1s\xc0" + msgpack.packb(2.0) + msgpack.packb(named, use_bin_type=True)
+    assert _encode(named, True) == _encode(named, False)
+
+
+@needs_speedups
+def test_encode_body_leaves_deep_values_to_msgpack() -> None:
+    from relay import _speedups
+
+    deep: Any = 1
+    for _ in range(40):
+        deep = [deep]
+    assert _speedups.encode_body(b"\xa1a", b"\xc0", 1.5, {"deep": deep}) is None
+    assert _encode({"deep": deep}, True) == _encode({"deep": deep}, False)
+    looped: list[Any] = []
+    looped.append(looped)
+    assert _encode({"loop": looped}, True) == _encode({"loop": looped}, False)
+
+
+@needs_speedups
+def test_encode_body_refuses_bad_arguments() -> None:
+    from relay import _speedups
+
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        _speedups.encode_body(b"", b"", 1.5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="must be bytes"):
+        _speedups.encode_body("", b"", 1.5, {})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a float"):
+        _speedups.encode_body(b"", b"", 1, {})  # type: ignore[arg-type]
+    assert _speedups.encode_body(b"", b"", 1.5, []) is None  # type: ignore[arg-type]
+    assert (
+        _speedups.encode_body(b"\x01", b"\x02", 1.5, {})
+        == b"\x01\x02\xcb" + struct.pack(">d", 1.5) + b"\x80"
+    )
+
+
 def _fields(**changes: Any) -> list[Any]:
     fields: dict[str, Any] = {
         "id": ID,
@@ -145,14 +283,6 @@ def test_plain_messages_makes_the_messages() -> None:
     assert messages[0].id == "000102030405060708090a0b0c0d0e0f"
     assert messages[1].sender is None
     assert messages[1].trace is None
-
-
-class _Str(str):
-    pass
-
-
-class _Dict(dict[str, Any]):
-    pass
 
 
 @needs_speedups
@@ -212,10 +342,7 @@ def test_plain_messages_refuses_bad_arguments() -> None:
 def test_the_sdist_builds_the_accelerator(tmp_path: Path) -> None:
     """What ``pip install`` does with the sdist on a fresh machine: compile relay._speedups."""
     sdist_dir, wheel_dir = tmp_path / "sdist", tmp_path / "wheel"
-    build = (
-        "import sys; from setuptools import build_meta as b; "
-        "print(b.build_sdist(sys.argv[1]))"
-    )
+    build = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
     name = subprocess.run(
         [sys.executable, "-c", build, str(sdist_dir)],
         cwd=ROOT,
@@ -230,8 +357,18 @@ def test_the_sdist_builds_the_accelerator(tmp_path: Path) -> None:
     assert any(n.endswith("relay/_speedups.pyi") for n in names)
     assert not any(n.endswith(".so") for n in names)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(wheel_dir), str(sdist)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheel_dir),
+            str(sdist),
+        ],
         capture_output=True,
         check=True,
     )

@@ -95,6 +95,7 @@ def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """Run every test with relay's C accelerator (where it is built) and without it."""
     if request.param == "pure":
         monkeypatch.setattr(wire, "_c_plain_messages", None)
+        monkeypatch.setattr(wire, "_c_encode_body", None)
     elif not wire.ACCELERATED:
         pytest.skip("relay._speedups is not built")
     return str(request.param)
