@@ -532,10 +532,74 @@ encode_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+PyDoc_STRVAR(number_message_doc,
+"number_message(message_id, seq, body, /)\n"
+"--\n\n"
+"relay.wire.number_message: the message of MessagePacker.body() with its\n"
+"id and sequence number (0 <= seq < 2**64).");
+
+static PyObject *
+number_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "number_message() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *id = args[0], *seq = args[1], *body = args[2];
+    if (!PyBytes_CheckExact(id) || !PyBytes_CheckExact(body)) {
+        PyErr_SetString(PyExc_TypeError, "message_id and body must be bytes");
+        return NULL;
+    }
+    if (!PyLong_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "seq must be an int, not %.100s", Py_TYPE(seq)->tp_name);
+        return NULL;
+    }
+    unsigned long long number = PyLong_AsUnsignedLongLong(seq);
+    if (number == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "seq must be in [0, 2**64), got %R", seq);
+        return NULL;
+    }
+    Buffer buffer = {.size = 0, .capacity = sizeof buffer.inline_space};
+    buffer.data = buffer.inline_space;
+    static const unsigned char head[] = {0x96, 0xC4, ID_SIZE};
+    int failed = put(&buffer, head, sizeof head) < 0
+        || put(&buffer, PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id)) < 0;
+    if (!failed) {
+        if (number < 128) {
+            unsigned char small = (unsigned char)number;
+            failed = put(&buffer, &small, 1) < 0;
+        }
+        else if (number < 256) {
+            failed = write_typed(&buffer, 0xCC, number, 1) < 0;
+        }
+        else if (number < 65536) {
+            failed = write_typed(&buffer, 0xCD, number, 2) < 0;
+        }
+        else if (number < 4294967296ULL) {
+            failed = write_typed(&buffer, 0xCE, number, 4) < 0;
+        }
+        else {
+            failed = write_typed(&buffer, 0xCF, number, 8) < 0;
+        }
+    }
+    if (!failed) {
+        failed = put(&buffer, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body)) < 0;
+    }
+    PyObject *result = failed ? NULL : PyBytes_FromStringAndSize(buffer.data, buffer.size);
+    if (buffer.data != buffer.inline_space) {
+        PyMem_Free(buffer.data);
+    }
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"plain_messages", (PyCFunction)(void (*)(void))plain_messages, METH_FASTCALL,
      plain_messages_doc},
     {"encode_body", (PyCFunction)(void (*)(void))encode_body, METH_FASTCALL, encode_body_doc},
+    {"number_message", (PyCFunction)(void (*)(void))number_message, METH_FASTCALL,
+     number_message_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -116,6 +116,7 @@ _pack_double: Final = struct.Struct(">d").pack
 _pack_uint8: Final = struct.Struct(">BB").pack
 _pack_uint16: Final = struct.Struct(">BH").pack
 _pack_uint32: Final = struct.Struct(">BI").pack
+_pack_uint64: Final = struct.Struct(">BQ").pack
 _SENDER_CACHE: Final = 1024
 _NIL: Final = 0xC0
 _UNSIGNED_TRAILER: Final = b"\xc0"  # the nil mac
@@ -480,14 +481,22 @@ class MessagePacker:
 
 
 def number_message(message_id: bytes, seq: int, body: bytes) -> bytes:
-    """The message of ``MessagePacker.body()`` with its 16-byte id and sequence number."""
+    """
+    The message of ``MessagePacker.body()`` with its 16-byte id and sequence
+    number (``0 <= seq < 2**64``; ``ValueError`` otherwise).
+    """
+    if not 0 <= seq < _SEQ_LIMIT:
+        raise ValueError(f"seq must be in [0, 2**64), got {seq!r}")
     if seq < 128:
         return b"%s%s%c%s" % (_ID_HEAD, message_id, seq, body)
     if seq < 65536:
         packed = _pack_uint8(0xCC, seq) if seq < 256 else _pack_uint16(0xCD, seq)
     else:
-        packed = _pack_uint32(0xCE, seq) if seq < 1 << 32 else _pack(seq)
+        packed = _pack_uint32(0xCE, seq) if seq < 1 << 32 else _pack_uint64(0xCF, seq)
     return b"".join((_ID_HEAD, message_id, packed, body))
+
+
+_py_number_message: Final = number_message
 
 
 def frame_prefix(origin: str) -> bytes:
@@ -986,6 +995,8 @@ _new_message: Final = tuple.__new__
 ACCELERATED: Final = _speedups is not None
 _c_plain_messages = None if _speedups is None else _speedups.plain_messages
 _c_encode_body = None if _speedups is None else _speedups.encode_body
+if _speedups is not None:
+    number_message = _speedups.number_message  # type: ignore[assignment]  # the same bytes, in C
 
 
 def _unpack(data: bytes, max_size: int, max_items: int) -> Any:

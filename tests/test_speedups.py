@@ -47,12 +47,16 @@ def test_the_accelerator_is_built_where_required() -> None:
 
 
 def test_relay_pure_python_turns_the_accelerator_off() -> None:
-    code = "import relay.wire as w; print(w.ACCELERATED, w._c_plain_messages, w._c_encode_body)"
+    code = (
+        "import relay.wire as w; "
+        "print(w.ACCELERATED, w._c_plain_messages, w._c_encode_body, "
+        "w.number_message is w._py_number_message)"
+    )
     env = {**os.environ, "RELAY_PURE_PYTHON": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["False", "None", "None"]
+    assert out.stdout.split() == ["False", "None", "None", "True"]
 
 
 def _encode(named: Any, accelerated: bool, sender: str | None = "app.Thing") -> Any:
@@ -250,6 +254,38 @@ def test_encode_body_refuses_bad_arguments() -> None:
         _speedups.encode_body(b"\x01", b"\x02", 1.5, {})
         == b"\x01\x02\xcb" + struct.pack(">d", 1.5) + b"\x80"
     )
+
+
+@needs_speedups
+@given(
+    seq=st.one_of(st.integers(min_value=0, max_value=2**64 - 1), _edge_ints, st.integers()),
+    body=st.binary(max_size=600),
+)
+def test_both_number_messages_alike(seq: int, body: bytes) -> None:
+    def number(implementation: Any) -> Any:
+        try:
+            return implementation(ID, seq, body)
+        except ValueError as exc:
+            return str(exc)
+
+    assert wire.number_message is not wire._py_number_message  # the C one is in use
+    assert number(wire.number_message) == number(wire._py_number_message)
+    if 0 <= seq < 2**64:
+        unpacker = msgpack.Unpacker()
+        unpacker.feed(number(wire.number_message)[1:])  # past the array header
+        assert (next(unpacker), next(unpacker)) == (ID, seq)
+
+
+@needs_speedups
+def test_number_message_refuses_bad_arguments() -> None:
+    from relay import _speedups
+
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        _speedups.number_message(ID, 1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="must be bytes"):
+        _speedups.number_message(bytearray(ID), 1, b"")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be an int"):
+        _speedups.number_message(ID, 1.0, b"")  # type: ignore[arg-type]
 
 
 def _fields(**changes: Any) -> list[Any]:

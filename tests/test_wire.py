@@ -96,6 +96,7 @@ def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     if request.param == "pure":
         monkeypatch.setattr(wire, "_c_plain_messages", None)
         monkeypatch.setattr(wire, "_c_encode_body", None)
+        monkeypatch.setattr(wire, "number_message", wire._py_number_message)
     elif not wire.ACCELERATED:
         pytest.skip("relay._speedups is not built")
     return str(request.param)
