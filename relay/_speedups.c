@@ -594,12 +594,102 @@ number_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* -- presence ------------------------------------------------------------- */
+
+#define MAX_BUCKETS 64
+
+PyDoc_STRVAR(latency_counts_doc,
+"latency_counts(counts, buckets, now, messages, /)\n"
+"--\n\n"
+"What relay.presence.SignalMeter.observe computes: add each message's delay\n"
+"(now - sent_at) to its bucket of counts (bisect_left over buckets) and\n"
+"return (messages counted, the sum of the positive delays). None, with\n"
+"counts untouched, for arguments of any other shape.");
+
+static PyObject *
+latency_counts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "latency_counts() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *counts = args[0], *buckets = args[1], *messages = args[3];
+    if (!PyList_CheckExact(counts) || !PyTuple_CheckExact(buckets) || !PyFloat_CheckExact(args[2])
+        || !PyList_CheckExact(messages)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t nbuckets = PyTuple_GET_SIZE(buckets);
+    if (nbuckets > MAX_BUCKETS || PyList_GET_SIZE(counts) != nbuckets + 1) {
+        Py_RETURN_NONE;
+    }
+    double bounds[MAX_BUCKETS];
+    for (Py_ssize_t i = 0; i < nbuckets; i++) {
+        PyObject *bound = PyTuple_GET_ITEM(buckets, i);
+        if (!PyFloat_CheckExact(bound)) {
+            Py_RETURN_NONE;
+        }
+        bounds[i] = PyFloat_AS_DOUBLE(bound);
+    }
+    for (Py_ssize_t i = 0; i <= nbuckets; i++) {
+        if (!PyLong_CheckExact(PyList_GET_ITEM(counts, i))) {
+            Py_RETURN_NONE;
+        }
+    }
+    Py_ssize_t count = PyList_GET_SIZE(messages);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *message = PyList_GET_ITEM(messages, i);
+        if (!PyTuple_Check(message) || PyTuple_GET_SIZE(message) < FIELDS
+            || !PyFloat_CheckExact(PyTuple_GET_ITEM(message, 5))) {
+            Py_RETURN_NONE;
+        }
+    }
+    double now = PyFloat_AS_DOUBLE(args[2]);
+    long long added[MAX_BUCKETS + 1] = {0};
+    double total = 0.0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        double delay = now - PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(messages, i), 5));
+        Py_ssize_t low = 0, high = nbuckets;  /* bisect.bisect_left */
+        while (low < high) {
+            Py_ssize_t middle = (low + high) / 2;
+            if (bounds[middle] < delay) {
+                low = middle + 1;
+            }
+            else {
+                high = middle;
+            }
+        }
+        added[low]++;
+        if (delay > 0.0) {
+            total += delay;
+        }
+    }
+    for (Py_ssize_t i = 0; i <= nbuckets; i++) {
+        if (added[i] == 0) {
+            continue;
+        }
+        PyObject *more = PyLong_FromLongLong(added[i]);
+        if (more == NULL) {
+            return NULL;
+        }
+        PyObject *sum = PyNumber_Add(PyList_GET_ITEM(counts, i), more);
+        Py_DECREF(more);
+        if (sum == NULL) {
+            return NULL;
+        }
+        PyList_SetItem(counts, i, sum);  /* steals sum */
+    }
+    return Py_BuildValue("(nd)", count, total);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"plain_messages", (PyCFunction)(void (*)(void))plain_messages, METH_FASTCALL,
      plain_messages_doc},
     {"encode_body", (PyCFunction)(void (*)(void))encode_body, METH_FASTCALL, encode_body_doc},
     {"number_message", (PyCFunction)(void (*)(void))number_message, METH_FASTCALL,
      number_message_doc},
+    {"latency_counts", (PyCFunction)(void (*)(void))latency_counts, METH_FASTCALL,
+     latency_counts_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -995,6 +995,8 @@ _new_message: Final = tuple.__new__
 ACCELERATED: Final = _speedups is not None
 _c_plain_messages = None if _speedups is None else _speedups.plain_messages
 _c_encode_body = None if _speedups is None else _speedups.encode_body
+#: For relay.presence.SignalMeter.observe.
+_c_latency_counts = None if _speedups is None else _speedups.latency_counts
 if _speedups is not None:
     number_message = _speedups.number_message  # type: ignore[assignment]  # the same bytes, in C
 

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import wire
+from relay import presence, wire
+from relay.presence import LATENCY_BUCKETS
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "origin:1:abcd"
@@ -286,6 +287,55 @@ def test_number_message_refuses_bad_arguments() -> None:
         _speedups.number_message(bytearray(ID), 1, b"")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be an int"):
         _speedups.number_message(ID, 1.0, b"")  # type: ignore[arg-type]
+
+
+@needs_speedups
+@given(
+    delays=st.lists(
+        st.one_of(st.floats(min_value=-5, max_value=50), st.sampled_from(LATENCY_BUCKETS)),
+        max_size=40,
+    ),
+    earlier=st.integers(min_value=0, max_value=3),
+)
+def test_both_meters_count_alike(delays: list[float], earlier: int) -> None:
+    now = 1_700_000_000.0
+    messages = [
+        wire.Message(ID.hex(), ORIGIN, i, "app.saved", None, now - d, {})
+        for i, d in enumerate(delays)
+    ]
+    meters = []
+    for accelerated in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            if not accelerated:
+                patch.setattr(presence, "_c_latency_counts", None)
+            meter = presence.SignalMeter()
+            for _ in range(earlier):  # counts already there are added to
+                meter.observe(now, messages[:1])
+            meter.observe(now, messages)
+            meters.append((meter.received, meter.latency, meter.latency_sum))
+    assert meters[0] == meters[1]
+    assert meters[0][0] == len(delays) + earlier * min(1, len(delays))
+
+
+@needs_speedups
+def test_latency_counts_leaves_other_shapes_to_python() -> None:
+    from relay import _speedups
+
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    message = wire.Message(ID.hex(), ORIGIN, 1, "app.saved", None, 1.0, {})
+    assert _speedups.latency_counts(counts, LATENCY_BUCKETS, 2.0, [message]) == (1, 1.0)
+    assert counts[LATENCY_BUCKETS.index(1.0)] == 1
+    for bad in (
+        (counts[:-1], LATENCY_BUCKETS, 2.0, [message]),
+        (counts, list(LATENCY_BUCKETS), 2.0, [message]),
+        (counts, LATENCY_BUCKETS, 2, [message]),
+        (counts, LATENCY_BUCKETS, 2.0, (message,)),
+        (counts, LATENCY_BUCKETS, 2.0, [message[:5]]),
+        (counts, LATENCY_BUCKETS, 2.0, [message._replace(sent_at=1)]),
+        ([*counts[:-1], 0.0], LATENCY_BUCKETS, 2.0, [message]),
+    ):
+        assert _speedups.latency_counts(*bad) is None  # type: ignore[arg-type]
+    assert sum(counts) == 1  # untouched by the refused calls
 
 
 def _fields(**changes: Any) -> list[Any]:
