@@ -16,6 +16,17 @@
 
 static const char HEX_DIGITS[] = "0123456789abcdef";
 
+/* 0 if a function got `expected` arguments; else -1 with a TypeError set. */
+static int
+check_count(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs == expected) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, expected, nargs);
+    return -1;
+}
+
 /* True for the types msgpack decodes natively and relay passes through. */
 static inline int
 is_plain(PyObject *value)
@@ -136,8 +147,7 @@ static PyObject *
 plain_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "plain_messages() takes 4 arguments (%zd given)", nargs);
+    if (check_count("plain_messages", nargs, 4) < 0) {
         return NULL;
     }
     PyObject *messages = args[0];
@@ -496,8 +506,7 @@ static PyObject *
 encode_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "encode_body() takes 4 arguments (%zd given)", nargs);
+    if (check_count("encode_body", nargs, 4) < 0) {
         return NULL;
     }
     if (!PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) {
@@ -542,8 +551,7 @@ static PyObject *
 number_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "number_message() takes 3 arguments (%zd given)", nargs);
+    if (check_count("number_message", nargs, 3) < 0) {
         return NULL;
     }
     PyObject *id = args[0], *seq = args[1], *body = args[2];
@@ -610,8 +618,7 @@ static PyObject *
 latency_counts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "latency_counts() takes 4 arguments (%zd given)", nargs);
+    if (check_count("latency_counts", nargs, 4) < 0) {
         return NULL;
     }
     PyObject *counts = args[0], *buckets = args[1], *messages = args[3];
