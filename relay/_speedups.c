@@ -1,10 +1,11 @@
 /*
- * relay._speedups: an optional accelerator for relay.wire.
+ * relay._speedups: an optional accelerator for relay.wire and relay.presence.
  *
- * relay works without it: relay.wire has a pure-Python version of every
- * function here and uses it when this module is missing or when the
- * environment variable RELAY_PURE_PYTHON is set. Both give the same result
- * for every input; tests/test_speedups.py checks that they do.
+ * relay works without it: those modules have a pure-Python version of every
+ * function here and use it when this module is missing or when the
+ * environment variable RELAY_PURE_PYTHON is set. Where a function here
+ * returns None, the caller takes its pure-Python path for that input. Both
+ * give the same result for every input; tests/test_speedups.py checks that.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
