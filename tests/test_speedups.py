@@ -43,8 +43,9 @@ needs_speedups = pytest.mark.skipif(not wire.ACCELERATED, reason="relay._speedup
 def test_the_accelerator_is_built_where_required() -> None:
     # .ci/run sets RELAY_REQUIRE_SPEEDUPS=1: there, a C compiler is present, so
     # a build that silently fell back to pure Python is a failure.
-    if os.environ.get("RELAY_REQUIRE_SPEEDUPS") == "1":
-        assert wire.ACCELERATED, "relay._speedups failed to build: see pip's output"
+    if os.environ.get("RELAY_REQUIRE_SPEEDUPS") != "1":
+        pytest.skip("RELAY_REQUIRE_SPEEDUPS is not set: pure Python is allowed")
+    assert wire.ACCELERATED, "relay._speedups failed to build: see pip's output"
 
 
 def test_relay_pure_python_turns_the_accelerator_off() -> None:
