@@ -6,8 +6,8 @@ A relay worker process for the multi-process tests.
 Connects receivers of every kind to ``shop.order_placed`` on two bridges
 (``Relay``, or ``AsyncRelay`` on an event loop), prints
 ``READY <origin>`` once subscribed, and on the first ``test.stop`` signal
-stops the bridge and prints one JSON line: what each receiver got, and the
-bridge's stats.
+stops the bridge and prints one JSON line: what each receiver got, the gaps
+``relay.gap`` reported, and the bridge's stats.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from shopmodels import Order
 
-from relay import AsyncRelay, Relay, Signal, current_message
+from relay import AsyncRelay, Relay, Signal, current_message, gap
 from relay.origin import origin_id
 
 order_placed = Signal(name="shop.order_placed")
 stop = Signal(name="test.stop")
 got: dict[str, list[Any]] = {}
+gaps: list[dict[str, Any]] = []  # what relay.gap reported
 stopped = threading.Event()
 loop_thread: int | None = None  # the event loop's thread, in asyncio mode
 
@@ -90,6 +91,11 @@ def on_stop(sender: Any, **kwargs: Any) -> None:
     stopped.set()
 
 
+def on_gap(sender: Any, **kwargs: Any) -> None:
+    fields = ("origin", "signal_name", "first_missing", "count")
+    gaps.append({name: kwargs[name] for name in fields})
+
+
 def run_threaded(url: str, namespace: str) -> tuple[Relay, Relay]:
     bridge = Relay(url, namespace=namespace)
     bridge.register(order_placed)
@@ -133,6 +139,7 @@ def main() -> None:
     order_placed.connect(async_any)
     order_placed.connect(once_anywhere, scope="once")
     stop.connect(on_stop)
+    gap.connect(on_gap)
 
     if len(sys.argv) > 3 and sys.argv[3] == "asyncio":
         bridge, twin = asyncio.run(run_asyncio(url, namespace))
@@ -142,6 +149,7 @@ def main() -> None:
     twin_stats = twin.stats()
     result = {
         "got": got,
+        "gaps": gaps,
         "stats": stats,
         "twin": twin_stats,
         "origin": origin_id(),
