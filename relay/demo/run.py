@@ -70,6 +70,18 @@ def _answers(url: str) -> bool:
         return False
 
 
+#: Set by the --cluster demo's SIGINT and SIGTERM handler; the demo's loops
+#: check it and unwind as on Ctrl-C. The handler does not raise
+#: KeyboardInterrupt itself: raised inside a finalizer, Python would print and
+#: ignore it ("Exception ignored in ..."), and the demo would go on sending.
+_interrupted = threading.Event()
+
+
+def _check_interrupted() -> None:
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def local_cluster() -> Iterator[Broker]:
     """
@@ -87,10 +99,12 @@ def local_cluster() -> Iterator[Broker]:
     from relay.testing import RedisCluster, RedisServerUnavailable
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        _interrupted.set()
 
-    # SIGTERM unwinds like Ctrl-C, so that the nodes are stopped too; SIGINT
-    # explicitly, as a process started in the background inherits it ignored.
+    # SIGTERM stops the demo like Ctrl-C, so that the nodes are stopped too;
+    # SIGINT explicitly, as a process started in the background inherits it
+    # ignored.
+    _interrupted.clear()
     previous = os_signal.signal(os_signal.SIGTERM, interrupt)
     previous_int = os_signal.signal(os_signal.SIGINT, interrupt)
     try:
@@ -224,6 +238,7 @@ def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> list[str]:
 def _wait_for(condition: Any, what: str, workers: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not condition():
+        _check_interrupted()
         for worker in workers:
             if worker.poll() is not None:
                 err = worker.stderr.read().decode(errors="replace") if worker.stderr else ""
@@ -329,6 +344,7 @@ def run_demo(
             for number in range(signals):
                 app.order_placed.send(SENDERS[number % len(SENDERS)], number=number)
                 if number % 100 == 0:
+                    _check_interrupted()
                     progress.show(f"sent {number}/{signals}")
             bridge.flush(TIMEOUT)
             progress.show(
