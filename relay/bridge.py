@@ -51,7 +51,7 @@ from relay.core import (
 from relay.ops import Steps as _Steps
 from relay.presence import Peer
 from relay.signals import Signal
-from relay.transport.base import Outgoing, Subscription, Transport, TransportError
+from relay.transport.base import Subscription, Transport, TransportError
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -439,18 +439,10 @@ class Relay(Bridge):
             earlier.wait()
         # Numbered and published under one lock, so numbers follow the channel.
         with outbox.numbering.lock:
-            item = outbox.number(prepared)
-            if item[4] is not None or self.durable:
-                self._drive(self._publish_one_steps(item))
-                return
-            # _publish_one_steps for the common case, without the generator: a
-            # message without trace context, to no durable log.
-            started_at = outbox.numbering.started_at
-            frame = wire.build_frame(
-                self._frame_prefix, (item[1],), key=self._key, started_at=started_at
-            )
+            # _publish_one_steps, performed here: one call per send, no generator to drive.
+            frames = self._frames_of_one(outbox.number(prepared))
             try:
-                self.transport.publish_many((Outgoing(outbox.channel, frame),))
+                self.transport.publish_many(frames, self._publish_log)
             except TransportError:
                 self._stats.add("publish_errors")
                 self._stats.add("dropped")

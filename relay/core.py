@@ -1255,9 +1255,20 @@ class Bridge:
                     claim,
                 )
 
+    def _frames_of_one(self, item: _Item) -> list[Outgoing]:
+        """``_frames()`` of one message published now, made directly for the common one."""
+        outbox, packed, _, _, context = item
+        if context is not None or self.durable:
+            return _frames(self._frame_prefix, [item], self.max_frame_size, self._key, self.durable)
+        started_at = outbox.numbering.started_at
+        frame = wire.build_frame(
+            self._frame_prefix, (packed,), key=self._key, started_at=started_at
+        )
+        return [Outgoing(outbox.channel, frame)]
+
     def _publish_one_steps(self, item: _Item) -> _Steps[None]:
         """Publish one message now (``publish="sync"``); a Redis failure is raised."""
-        frames = _frames(self._frame_prefix, [item], self.max_frame_size, self._key, self.durable)
+        frames = self._frames_of_one(item)
         try:
             yield ops.Call("publish_many", (frames, self._publish_log))
         except TransportError:
