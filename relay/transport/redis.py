@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from typing import Any
+from collections.abc import Collection, Sequence
+from contextlib import suppress
+from typing import Any, Final
 
 import redis
 import redis.asyncio
@@ -126,8 +126,7 @@ def queue_publish(
         pipe.xtrim(target.key, minid=str(oldest), approximate=True)
 
 
-@contextmanager
-def translated(description: str | None = None, *, reaching: bool = False) -> Iterator[None]:
+class translated:  # lower case: it reads as a function, ``with translated(...):``
     """
     Raise redis-py's errors as ``TransportError``s, each with a one-line message.
 
@@ -140,16 +139,32 @@ def translated(description: str | None = None, *, reaching: bool = False) -> Ite
         reaching
             Name ``description`` in a connection error too (for ``check()``,
             whose caller wants to know which Redis it could not reach).
+
+    A class, not a generator-based context manager: the listener enters one
+    per frame and a ``publish="sync"`` send one per message.
     """
-    try:
-        yield
-    except TransportError:
-        raise  # already one of ours (a SUBSCRIBE not confirmed in time, ...)
-    except Exception as exc:
-        message = transport_error_message(exc, description, reaching=reaching)
-        if message is None:
-            raise
-        raise TransportError(message) from exc
+
+    __slots__ = ("description", "reaching")
+
+    def __init__(self, description: str | None = None, *, reaching: bool = False) -> None:
+        self.description = description
+        self.reaching = reaching
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or isinstance(exc, TransportError) or not isinstance(exc, Exception):
+            return  # no error, one of ours already (a SUBSCRIBE not confirmed...), or not an error
+        message = transport_error_message(exc, self.description, reaching=self.reaching)
+        if message is not None:
+            raise TransportError(message) from exc
+
+
+#: translated() without a description, for the listener's read of every frame.
+_TRANSLATING: Final = translated()
 
 
 def transport_error_message(
@@ -317,14 +332,8 @@ class RedisSubscription(Subscription):
         if self._early:
             message: dict[str, Any] | None = self._early.pop(0)
         else:
-            # translated(), inline: the listener calls this once per frame.
-            try:
+            with _TRANSLATING:
                 message = self._pubsub.get_message(timeout=timeout)
-            except Exception as exc:
-                error = transport_error_message(exc)
-                if error is None:
-                    raise
-                raise TransportError(error) from exc
         if message is None:
             return None
         self.last_activity = time.monotonic()
@@ -485,14 +494,8 @@ class RedisTransport(Transport, RedisKeys):
         self._pid = os.getpid()
 
     def publish(self, channel: str, data: bytes) -> int:
-        # translated(), inline: a publish="sync" send makes one call per message.
-        try:
+        with translated(self.description):
             return int(self.client.publish(channel, data))
-        except Exception as exc:
-            message = transport_error_message(exc, self.description)
-            if message is None:
-                raise
-            raise TransportError(message) from exc
 
     def publish_many(self, items: Sequence[Outgoing], log: Log | None = None) -> None:
         if log is None and len(items) == 1 and items[0].log is None:
