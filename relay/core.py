@@ -91,7 +91,7 @@ _MAX_WATCHED: Final = 100_000
 _FRAME_OVERHEAD: Final = 512
 # The most a message's trace context adds to its frame's header (see relay.wire).
 _TRACE_OVERHEAD: Final = 1400
-_context_to_send: Final = tracing.send_context
+_context_to_send: Final = tracing.context_to_send if tracing.ENABLED else None
 _NO_SPAN: Final = contextlib.nullcontext()
 #: How long the broker keeps the heartbeat of a process that stopped sending
 #: them (and the presence key of a namespace nobody heartbeats on).

@@ -51,11 +51,12 @@ def _public_span_check() -> bool:
     return True
 
 
-def _span_variable() -> tuple[Callable[[], Any], object] | None:
+def _span_check() -> Callable[[], bool]:
     """
-    The getter of the context variable that holds the current OpenTelemetry
-    context, and the key of the span in it, for a cheap test that no span is
-    current; None unless the API's default runtime context is in use.
+    A cheap test that no span can be current, for the send path: False only
+    if the current OpenTelemetry context holds no span. It reads the context
+    variable of the API's default runtime context; with any other runtime
+    context it always answers True, and ``context_to_send`` asks the public API.
     """
     try:
         from opentelemetry import context as otel_context
@@ -64,29 +65,16 @@ def _span_variable() -> tuple[Callable[[], Any], object] | None:
 
         runtime = otel_context._RUNTIME_CONTEXT
         if type(runtime) is not ContextVarsRuntimeContext:
-            return None
+            return _public_span_check
         variable = runtime._current_context
     except (ImportError, AttributeError):
-        return None
-    if not isinstance(variable, ContextVar):
-        return None
-    return variable.get, _SPAN_KEY
-
-
-def _span_check() -> Callable[[], bool]:
-    """
-    A cheap test that no span can be current, for the send path: False only
-    if the current OpenTelemetry context holds no span. It reads the context
-    variable of the API's default runtime context; with any other runtime
-    context it always answers True, and ``context_to_send`` asks the public API.
-    """
-    found = _span_variable()
-    if found is None:
         return _public_span_check
-    current, key = found
+    if not isinstance(variable, ContextVar):
+        return _public_span_check
+    current = variable.get
 
     def may_have_span() -> bool:
-        return current().get(key) is not None
+        return current().get(_SPAN_KEY) is not None
 
     return may_have_span
 
@@ -110,25 +98,6 @@ def context_to_send() -> dict[str, str] | None:
     if len(carrier.get("tracestate", "")) > TRACESTATE_LIMIT:
         del carrier["tracestate"]
     return carrier
-
-
-def _quick_context_to_send() -> Callable[[], dict[str, str] | None]:
-    """``context_to_send`` for the send path, with the no-span test inline."""
-    found = _span_variable()
-    if found is None:
-        return context_to_send
-    current, key = found
-
-    def quick_context_to_send() -> dict[str, str] | None:
-        if current().get(key) is None:
-            return None
-        return context_to_send()
-
-    return quick_context_to_send
-
-
-#: What a relayed send calls: ``context_to_send``, or None without the API.
-send_context: Final = _quick_context_to_send() if ENABLED else None
 
 
 def receiving(message: Message) -> AbstractContextManager[None]:

@@ -183,18 +183,6 @@ def test_the_quick_no_span_check_agrees_with_the_api(
         }
 
 
-def test_the_send_paths_context_agrees_with_the_api(tracer: Any) -> None:
-    assert tracing.send_context is not tracing.context_to_send  # the quick one is in use
-    assert tracing.send_context is not None
-    assert tracing.send_context() is None
-    with tracer.start_as_current_span("outer") as span:
-        ids = span.get_span_context()
-        assert tracing.send_context() == tracing.context_to_send() == {
-            "traceparent": f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
-        }
-    assert tracing.send_context() is None
-
-
 def test_an_oversized_tracestate_is_left_out(tracer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     def inject(carrier: dict[str, str]) -> None:
         carrier["traceparent"] = PARENT
