@@ -51,6 +51,16 @@ Result = dict[str, Any]
 # -- the consumer's tally (runs in the worker processes) -------------------------------
 
 
+def paced(count: int, period_ns: int, send_one: Callable[[int], None]) -> None:
+    """Call ``send_one(i)`` for i in range(count), one every ``period_ns``."""
+    start = time.perf_counter_ns() + period_ns
+    for i in range(count):
+        delay = start + i * period_ns - time.perf_counter_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        send_one(i)
+
+
 class TallyBase:
     """The counting core of a consumer's tally: every ``n`` exactly once?
 

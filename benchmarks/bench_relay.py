@@ -222,6 +222,7 @@ from _harness import (
     latency_summary,
     median,
     new_run,
+    paced,
     paired_ratios,
     progress,
     run_job,
@@ -401,16 +402,6 @@ def _kwargs(i: int) -> dict[str, Any]:
     return {"n": i, "b": "x", "c": 2.5, "d": None, "e": True}
 
 
-def _paced(count: int, period_ns: int, send_one: Callable[[int], None]) -> None:
-    """Call ``send_one(i)`` for i in range(count), one every ``period_ns``."""
-    start = time.perf_counter_ns() + period_ns
-    for i in range(count):
-        delay = start + i * period_ns - time.perf_counter_ns()
-        if delay > 0:
-            time.sleep(delay / 1e9)
-        send_one(i)
-
-
 # -- consumers -------------------------------------------------------------------
 
 
@@ -571,7 +562,7 @@ def _produce_relay(spec: Spec) -> Result:
         def send_one(i: int) -> None:
             send(None, n=i, b="x", c=2.5, d=None, e=True, t=time.time_ns())
 
-        _paced(spec["n"], spec["period_ns"], send_one)
+        paced(spec["n"], spec["period_ns"], send_one)
     else:
         for i in range(spec["n"]):
             send(None, n=i, b="x", c=2.5, d=None, e=True)
@@ -616,7 +607,7 @@ def _produce_raw(spec: Spec) -> Result:
             kw = {"n": i, "b": "x", "c": 2.5, "d": None, "e": True, "t": time.time_ns()}
             publish(channel, packb(kw))
 
-        _paced(n, spec["period_ns"], send_one)
+        paced(n, spec["period_ns"], send_one)
     elif spec["pipeline"]:
         pipe = client.pipeline(transaction=False)
         batch = spec["pipeline"]

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgpack
 import redis
+from _harness import paced
 
 from relay import Relay, Signal, wire
 from relay.core import channel_for
@@ -32,7 +33,7 @@ from relay.testing import RedisServer
 
 NAMESPACE = "latency-split"
 SIGNAL = "latency.split"
-PERIOD = 0.002
+PERIOD_NS = 2_000_000
 PRODUCERS = ("raw", "relay-async", "relay-sync")
 CONSUMERS = ("raw", "relay")
 
@@ -87,12 +88,7 @@ def produce(kind: str, url: str, count: int) -> None:
             sig.send(None, t=time.perf_counter_ns())
 
         close = bridge.close
-    start = time.perf_counter()
-    for i in range(count + 50):  # a few more: the consumer may miss none of its count
-        delay = start + i * PERIOD - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        send(i)
+    paced(count + 50, PERIOD_NS, send)  # a few more: the consumer counts only `count`
     time.sleep(0.3)
     close()
 
@@ -115,14 +111,13 @@ def thread_wake_p50(count: int = 1000) -> float:
 
     thread = threading.Thread(target=worker)
     thread.start()
-    start = time.perf_counter()
-    for i in range(count):
-        delay = start + i * PERIOD - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+
+    def notify(_: int) -> None:
         with condition:
             queue.append(time.perf_counter_ns())
             condition.notify()
+
+    paced(count, PERIOD_NS, notify)
     with condition:
         queue.append(None)
         condition.notify()
@@ -154,7 +149,7 @@ def main() -> None:
                     results.setdefault((producer, consumer), []).append(out.get(timeout=120))
                     sending.join()
                     receiving.join()
-    print(f"p50 one-way latency, µs, one message every {PERIOD * 1000:g} ms")
+    print(f"p50 one-way latency, µs, one message every {PERIOD_NS / 1e6:g} ms")
     print("| producer | consumer | p50 (median of rounds) | per round |")
     print("|---|---|---:|---|")
     for (producer, consumer), values in results.items():
