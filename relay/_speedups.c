@@ -690,6 +690,346 @@ latency_counts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nd)", count, total);
 }
 
+/* -- firing receivers ------------------------------------------------------ */
+
+#define INLINE_CALL 24
+
+static PyObject *signal_str, *sender_str;  /* interned "signal" and "sender" */
+
+/*
+ * The keyword names and values of a receiver call:
+ * (signal=signal, sender=sender, **named). Fills values (room for 2 + the size
+ * of named) with borrowed references and returns the new tuple of names, or
+ * NULL with an exception set. Every key of named must be a str other than
+ * "signal" and "sender": the callers check.
+ */
+static PyObject *
+call_names(PyObject *named, PyObject *signal, PyObject *sender, PyObject **values)
+{
+    PyObject *names = PyTuple_New(2 + PyDict_GET_SIZE(named));
+    if (names == NULL) {
+        return NULL;
+    }
+    Py_INCREF(signal_str);
+    PyTuple_SET_ITEM(names, 0, signal_str);
+    Py_INCREF(sender_str);
+    PyTuple_SET_ITEM(names, 1, sender_str);
+    values[0] = signal;
+    values[1] = sender;
+    Py_ssize_t position = 0, i = 2;
+    PyObject *key, *value;
+    while (PyDict_Next(named, &position, &key, &value)) {
+        Py_INCREF(key);
+        PyTuple_SET_ITEM(names, i, key);
+        values[i++] = value;
+    }
+    return names;
+}
+
+/* 1 if every key of named is a str that is neither "signal" nor "sender". */
+static int
+plain_names(PyObject *named)
+{
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(named, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || PyUnicode_Compare(key, signal_str) == 0
+            || PyUnicode_Compare(key, sender_str) == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Take the exception being raised, if it is an Exception, as `except
+ * Exception as err` would (with its traceback): a new reference, or NULL with
+ * the exception still set when it is a BaseException only.
+ */
+static PyObject *
+catch_exception(void)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+#endif
+}
+
+/* Reset a context variable while an exception is being raised, keeping it. */
+static void
+reset_keeping_error(PyObject *variable, PyObject *token)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *raised = PyErr_GetRaisedException();
+    if (PyContextVar_Reset(variable, token) < 0) {
+        Py_XDECREF(raised);
+        return;
+    }
+    PyErr_SetRaisedException(raised);
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (PyContextVar_Reset(variable, token) < 0) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        return;
+    }
+    PyErr_Restore(type, value, traceback);
+#endif
+}
+
+PyDoc_STRVAR(send_to_doc,
+"send_to(getters, signal, sender, named, on_error, /)\n"
+"--\n\n"
+"The receiver calls of relay.Signal.send (on_error None) or send_robust\n"
+"(on_error(receiver, err) logs an Exception, which becomes that receiver's\n"
+"response): call every getter first, as Django resolves every weak reference\n"
+"first, then each receiver that is not None with (signal=signal,\n"
+"sender=sender, **named). Returns the list of (receiver, response); None for\n"
+"arguments of any other shape.");
+
+static PyObject *
+send_to(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (check_count("send_to", nargs, 5) < 0) {
+        return NULL;
+    }
+    PyObject *getters = args[0], *named = args[3], *on_error = args[4];
+    if (!PyTuple_CheckExact(getters) || !PyDict_CheckExact(named)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(getters);
+    if (count == 0) {
+        return PyList_New(0);
+    }
+    if (!plain_names(named)) {
+        int has_signal = PyDict_Contains(named, signal_str);
+        if (has_signal < 0) {
+            return NULL;
+        }
+        if (has_signal) {
+            PyErr_SetString(PyExc_TypeError,
+                            "receivers got multiple values for keyword argument 'signal'");
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t width = 2 + PyDict_GET_SIZE(named);
+    PyObject *inline_space[2 * INLINE_CALL];
+    PyObject **space = inline_space;
+    if (count + width > 2 * INLINE_CALL) {
+        space = PyMem_New(PyObject *, count + width);
+        if (space == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    PyObject **receivers = space, **values = space + count;
+    PyObject *names = NULL, *responses = NULL;
+    Py_ssize_t resolved = 0;
+    for (; resolved < count; resolved++) {
+        receivers[resolved] = PyObject_CallNoArgs(PyTuple_GET_ITEM(getters, resolved));
+        if (receivers[resolved] == NULL) {
+            goto done;
+        }
+    }
+    /* named is the send's own **named: no receiver can change it. */
+    names = call_names(named, args[1], args[2], values);
+    if (names == NULL || (responses = PyList_New(0)) == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *receiver = receivers[i];
+        if (receiver == Py_None) {
+            continue;
+        }
+        PyObject *response = PyObject_Vectorcall(receiver, values, 0, names);
+        if (response == NULL) {
+            if (on_error == Py_None || (response = catch_exception()) == NULL) {
+                Py_CLEAR(responses);
+                goto done;
+            }
+            PyObject *logged = PyObject_CallFunctionObjArgs(on_error, receiver, response, NULL);
+            if (logged == NULL) {
+                Py_DECREF(response);
+                Py_CLEAR(responses);
+                goto done;
+            }
+            Py_DECREF(logged);
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(response);
+            Py_CLEAR(responses);
+            goto done;
+        }
+        Py_INCREF(receiver);
+        PyTuple_SET_ITEM(pair, 0, receiver);
+        PyTuple_SET_ITEM(pair, 1, response);
+        int failed = PyList_Append(responses, pair);
+        Py_DECREF(pair);
+        if (failed < 0) {
+            Py_CLEAR(responses);
+            goto done;
+        }
+    }
+done:
+    for (Py_ssize_t i = 0; i < resolved; i++) {
+        Py_DECREF(receivers[i]);
+    }
+    Py_XDECREF(names);
+    if (space != inline_space) {
+        PyMem_Free(space);
+    }
+    return responses;
+}
+
+PyDoc_STRVAR(fire_messages_doc,
+"fire_messages(messages, start, name, calls, signal, current, on_error, /)\n"
+"--\n\n"
+"What relay.Relay._handle does for each received message from\n"
+"messages[start] on, while its sender is name and it carries no trace\n"
+"context: set the context variable current to it, call each receiver of\n"
+"calls ((getter or receiver, weak, sender) triples) that is alive with\n"
+"(signal=signal, sender=sender, **message.kwargs), on_error(receiver,\n"
+"message, err) for each Exception, reset current. Stops early, for the\n"
+"caller to fire it, at a message whose keyword arguments are not all\n"
+"str names other than signal and sender. Returns (the index of the first\n"
+"message not fired, receivers called, errors); None for arguments of any\n"
+"other shape.");
+
+static PyObject *
+fire_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (check_count("fire_messages", nargs, 7) < 0) {
+        return NULL;
+    }
+    PyObject *messages = args[0], *name = args[2], *calls = args[3], *signal = args[4];
+    PyObject *current = args[5], *on_error = args[6];
+    if (!PyList_CheckExact(messages) || !PyLong_CheckExact(args[1]) || !PyTuple_CheckExact(calls)
+        || !PyContextVar_CheckExact(current)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t ncalls = PyTuple_GET_SIZE(calls);
+    for (Py_ssize_t c = 0; c < ncalls; c++) {
+        PyObject *call = PyTuple_GET_ITEM(calls, c);
+        if (!PyTuple_CheckExact(call) || PyTuple_GET_SIZE(call) != 3
+            || !PyBool_Check(PyTuple_GET_ITEM(call, 1))) {
+            Py_RETURN_NONE;
+        }
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i < 0) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t fired = 0, errors = 0;
+    PyObject *inline_values[INLINE_CALL];
+    for (; i < PyList_GET_SIZE(messages); i++) {
+        PyObject *message = PyList_GET_ITEM(messages, i);
+        if (!PyTuple_Check(message) || PyTuple_GET_SIZE(message) != MESSAGE_FIELDS
+            || PyTuple_GET_ITEM(message, 7) != Py_None) {
+            break;
+        }
+        PyObject *kwargs = PyTuple_GET_ITEM(message, 6);
+        if (!PyDict_CheckExact(kwargs) || !plain_names(kwargs)) {
+            break;
+        }
+        PyObject *sender_name = PyTuple_GET_ITEM(message, 4);
+        if (sender_name != name) {
+            int same = PyObject_RichCompareBool(sender_name, name, Py_EQ);
+            if (same < 0) {
+                return NULL;
+            }
+            if (!same) {
+                break;
+            }
+        }
+        Py_INCREF(message);  /* kwargs and the values below are borrowed from it */
+        Py_ssize_t width = 2 + PyDict_GET_SIZE(kwargs);
+        PyObject **values = inline_values;
+        if (width > INLINE_CALL && (values = PyMem_New(PyObject *, width)) == NULL) {
+            Py_DECREF(message);
+            return PyErr_NoMemory();
+        }
+        PyObject *names = call_names(kwargs, signal, Py_None, values);
+        PyObject *token = names == NULL ? NULL : PyContextVar_Set(current, message);
+        int failed = token == NULL;
+        for (Py_ssize_t c = 0; c < ncalls && !failed; c++) {
+            PyObject *call = PyTuple_GET_ITEM(calls, c);
+            PyObject *receiver = PyTuple_GET_ITEM(call, 0);
+            if (PyTuple_GET_ITEM(call, 1) == Py_True) {
+                receiver = PyObject_CallNoArgs(receiver);
+                if (receiver == NULL) {
+                    failed = 1;
+                    break;
+                }
+                if (receiver == Py_None) {
+                    Py_DECREF(receiver);
+                    continue;
+                }
+            }
+            else {
+                Py_INCREF(receiver);
+            }
+            fired++;
+            values[1] = PyTuple_GET_ITEM(call, 2);
+            PyObject *response = PyObject_Vectorcall(receiver, values, 0, names);
+            if (response != NULL) {
+                Py_DECREF(response);
+            }
+            else if ((response = catch_exception()) == NULL) {
+                failed = 1;
+            }
+            else {
+                errors++;
+                PyObject *logged =
+                    PyObject_CallFunctionObjArgs(on_error, receiver, message, response, NULL);
+                Py_DECREF(response);
+                if (logged == NULL) {
+                    failed = 1;
+                }
+                Py_XDECREF(logged);
+            }
+            Py_DECREF(receiver);
+        }
+        if (token != NULL) {
+            if (failed) {
+                reset_keeping_error(current, token);
+            }
+            else if (PyContextVar_Reset(current, token) < 0) {
+                failed = 1;
+            }
+            Py_DECREF(token);
+        }
+        Py_XDECREF(names);
+        if (values != inline_values) {
+            PyMem_Free(values);
+        }
+        Py_DECREF(message);
+        if (failed) {
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(nnn)", i, fired, errors);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"plain_messages", (PyCFunction)(void (*)(void))plain_messages, METH_FASTCALL,
      plain_messages_doc},
@@ -698,6 +1038,9 @@ static PyMethodDef speedups_methods[] = {
      number_message_doc},
     {"latency_counts", (PyCFunction)(void (*)(void))latency_counts, METH_FASTCALL,
      latency_counts_doc},
+    {"send_to", (PyCFunction)(void (*)(void))send_to, METH_FASTCALL, send_to_doc},
+    {"fire_messages", (PyCFunction)(void (*)(void))fire_messages, METH_FASTCALL,
+     fire_messages_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -712,5 +1055,11 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    if (signal_str == NULL && (signal_str = PyUnicode_InternFromString("signal")) == NULL) {
+        return NULL;
+    }
+    if (sender_str == NULL && (sender_str = PyUnicode_InternFromString("sender")) == NULL) {
+        return NULL;
+    }
     return PyModuleDef_Init(&speedups_module);
 }

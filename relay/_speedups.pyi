@@ -1,3 +1,5 @@
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 def plain_messages(
@@ -10,3 +12,21 @@ def number_message(message_id: bytes, seq: int, body: bytes, /) -> bytes: ...
 def latency_counts(
     counts: list[int], buckets: tuple[float, ...], now: float, messages: list[Any], /
 ) -> tuple[int, float] | None: ...
+def send_to(
+    getters: tuple[Callable[[], Any], ...],
+    signal: object,
+    sender: object,
+    named: dict[str, Any],
+    on_error: Callable[[Any, Exception], object] | None,
+    /,
+) -> list[tuple[Callable[..., Any], Any]] | None: ...
+def fire_messages(
+    messages: list[Any],
+    start: int,
+    name: str | None,
+    calls: tuple[tuple[Any, bool, object], ...],
+    signal: object,
+    current: ContextVar[Any],
+    on_error: Callable[[Any, Any, Exception], object],
+    /,
+) -> tuple[int, int, int] | None: ...

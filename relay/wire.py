@@ -43,7 +43,6 @@ import decimal
 import hashlib
 import hmac
 import math
-import os
 import struct
 import threading
 import uuid
@@ -54,12 +53,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 
-try:
-    if os.environ.get("RELAY_PURE_PYTHON"):
-        raise ImportError("RELAY_PURE_PYTHON is set")
-    from relay import _speedups
-except ImportError:
-    _speedups = None  # type: ignore[assignment]
+from relay._accelerator import speedups as _speedups
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",

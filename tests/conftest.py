@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from relay import bridge as relay_bridge
+from relay import presence, signals, wire
 from relay.testing import RedisServer, RedisServerUnavailable
 
 # Hypothesis profiles. "ci", loaded when $CI is set and not empty (.ci/run sets
@@ -132,3 +134,22 @@ def _close_bridges() -> Iterator[None]:
     # Each test stands for fresh processes: forget the ids and sequence
     # numbers this one saw.
     origin.accepted.forget_all()
+
+
+@pytest.fixture(params=["accelerated", "pure"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """
+    Run a test with relay's C accelerator (where it is built) and again with
+    every function of it replaced by its pure-Python path. Modules ask for it
+    with ``pytestmark = pytest.mark.usefixtures("implementation")``.
+    """
+    if request.param == "pure":
+        monkeypatch.setattr(wire, "_c_plain_messages", None)
+        monkeypatch.setattr(wire, "_c_encode_body", None)
+        monkeypatch.setattr(wire, "number_message", wire._py_number_message)
+        monkeypatch.setattr(signals, "_c_send_to", None)
+        monkeypatch.setattr(relay_bridge, "_c_fire_messages", None)
+        monkeypatch.setattr(presence, "_c_latency_counts", None)
+    elif not wire.ACCELERATED:
+        pytest.skip("relay._speedups is not built")
+    return str(request.param)

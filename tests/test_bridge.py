@@ -21,6 +21,8 @@ from relay.origin import origin_id
 from relay.transport import Log, Outgoing
 from relay.transport.redis import RedisTransport
 
+pytestmark = pytest.mark.usefixtures("implementation")
+
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
@@ -266,9 +268,12 @@ def test_a_failing_local_receiver_still_publishes(bridge: Relay, transport: Flak
     assert bridge.stats()["published"] == 2
 
 
-def test_publisher_batches_what_queues_up(bridge: Relay, transport: FlakyTransport) -> None:
-    a = bridge.register(Signal(name="s.a"))
-    b = bridge.register(Signal(name="s.b"))
+def test_publisher_batches_what_queues_up(
+    bridge: Relay, transport: FlakyTransport, implementation: str
+) -> None:
+    # Names of their own in each run: this process numbers each name's sends from 1.
+    a = bridge.register(Signal(name=f"s.a.{implementation}"))
+    b = bridge.register(Signal(name=f"s.b.{implementation}"))
     with bridge:
         transport.gate.clear()  # hold the publisher while sends queue up
         a.send(None, n=0)
@@ -280,9 +285,9 @@ def test_publisher_batches_what_queues_up(bridge: Relay, transport: FlakyTranspo
     later = transport.batches[1]
     # One PUBLISH per run of one channel: [a1 a2 a3] [b4 b5] [a6].
     assert [channel for channel, _ in later] == [
-        channel_for("ns", "s.a"),
-        channel_for("ns", "s.b"),
-        channel_for("ns", "s.a"),
+        channel_for("ns", f"s.a.{implementation}"),
+        channel_for("ns", f"s.b.{implementation}"),
+        channel_for("ns", f"s.a.{implementation}"),
     ]
     numbers = [[m.kwargs["n"] for m in wire.decode_frame(data)] for _, data in later]
     assert numbers == [[1, 2, 3], [4, 5], [6]]
@@ -646,3 +651,122 @@ def test_own_frames_are_dropped_before_decoding(bridge: Relay, client: fakeredis
         wait_until(lambda: len(rec.calls) == 1)
     assert bridge.stats()["rejected"] == 0
     assert bridge.stats()["received"] == 1
+
+
+# -- the firing loop (run with and without relay._speedups) -----------------
+
+
+def mixed_frame(
+    name: str, messages: list[tuple[str | None, dict[str, Any]]], traced: int | None = None
+) -> bytes:
+    """A new foreign origin's frame of messages; the one at ``traced`` has a trace context."""
+    origin = f"mixed:{next(_ids)}:abcd"  # a new origin: numbered from 1
+    seqs = itertools.count(1)
+    packed = [
+        wire.pack_message(
+            next(_ids).to_bytes(16, "big"),
+            next(seqs),
+            name,
+            sender,
+            time.time(),
+            wire.encode_kwargs(kw),
+        )
+        for sender, kw in messages
+    ]
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traces = None if traced is None else [(traced, parent, None)]
+    return wire.build_frame(wire.frame_prefix(origin), packed, traces=traces)
+
+
+def test_a_frame_of_mixed_messages_fires_each_in_order_with_its_own_message(
+    bridge: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    sig = bridge.register(Signal(name="mix"))
+    calls: list[tuple[Any, int, bool, dict[str, Any]]] = []
+
+    def record(signal: Signal, sender: Any, **kwargs: Any) -> None:
+        message = current_message()
+        assert message is not None and signal is sig
+        calls.append((sender, message.seq, message.trace is not None, kwargs))
+        if kwargs.get("fail"):
+            raise ValueError("receiver bug")
+
+    def last(signal: Signal, sender: Any, **kwargs: Any) -> None:
+        calls.append(("last", kwargs["n"], False, {}))
+
+    holder = [last]
+
+    def let_go(**kwargs: Any) -> None:
+        if kwargs.get("n") == 5:
+            holder.clear()  # ``last`` dies before its turn for this message
+
+    sig.connect(record, weak=False)
+    sig.connect(let_go, weak=False)
+    sig.connect(last)  # weak: only holder keeps it alive
+    del last
+    messages: list[tuple[str | None, dict[str, Any]]] = [
+        ("a", {"n": 0}),
+        ("a", {"n": 1, "fail": True}),
+        ("b", {"n": 2}),
+        ("b", {"n": 3}),  # traced
+        (None, {"n": 5}),
+        (None, {"signal": 4}),  # cannot be called: a TypeError, logged as the receiver's
+        (None, {"n": 6}),
+    ]
+    with caplog.at_level(logging.ERROR, logger="relay"):
+        fired = bridge._handle(channel_for("ns", "mix"), mixed_frame("mix", messages, traced=3))
+    assert fired == 7
+    assert calls == [
+        ("a", 1, False, {"n": 0}),
+        ("last", 0, False, {}),
+        ("a", 2, False, {"n": 1, "fail": True}),
+        ("last", 1, False, {}),
+        ("b", 3, False, {"n": 2}),
+        ("last", 2, False, {}),
+        ("b", 4, True, {"n": 3}),
+        ("last", 3, False, {}),
+        (None, 5, False, {"n": 5}),
+        (None, 7, False, {"n": 6}),
+    ]
+    assert current_message() is None
+    stats = bridge.stats()
+    # All three receivers for the first four messages, then ``record`` and ``let_go``.
+    assert (stats["fired"], stats["receiver_errors"]) == (3 * 4 + 2 * 3, 1 + 2)
+    errors = [record.exc_info[1] for record in caplog.records if record.exc_info]
+    assert [type(err) for err in errors] == [ValueError, TypeError, TypeError]
+    assert "multiple values for keyword argument 'signal'" in str(errors[1])
+
+
+def test_a_receiver_raising_a_base_exception_stops_the_frame_and_resets_current_message(
+    bridge: Relay,
+) -> None:
+    sig = bridge.register(Signal(name="stop"))
+    seen: list[int] = []
+
+    def stop(**kwargs: Any) -> None:
+        seen.append(kwargs["n"])
+        if kwargs["n"] == 1:
+            raise KeyboardInterrupt
+
+    sig.connect(stop, weak=False)
+    frame = mixed_frame("stop", [("a", {"n": n}) for n in range(3)])
+    with pytest.raises(KeyboardInterrupt):
+        bridge._handle(channel_for("ns", "stop"), frame)
+    assert seen == [0, 1]
+    assert current_message() is None
+
+
+def test_a_message_with_many_keyword_arguments_reaches_every_receiver(bridge: Relay) -> None:
+    sig = bridge.register(Signal(name="wide"))
+    named = {f"k{i}": i for i in range(40)}
+    recorders = [Recorder() for _ in range(3)]
+    for recorder in recorders:
+        sig.connect(recorder, weak=False)
+    frame = mixed_frame("wide", [("s", named), ("s", {"n": 1})])
+    assert bridge._handle(channel_for("ns", "wide"), frame) == 2
+    for recorder in recorders:
+        assert [{k: v for k, v in c.items() if k != "message"} for c in recorder.calls] == [
+            {"sender": "s", **named},
+            {"sender": "s", "n": 1},
+        ]
+    assert bridge.stats()["fired"] == 6

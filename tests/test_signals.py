@@ -15,6 +15,8 @@ import pytest
 from relay import signals
 from relay.signals import Signal, receiver
 
+pytestmark = pytest.mark.usefixtures("implementation")
+
 NOT_CALLABLE = "Signal receivers must be callable."
 NO_KWARGS = "Signal receivers must accept keyword arguments (**kwargs)."
 

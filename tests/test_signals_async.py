@@ -12,6 +12,8 @@ import pytest
 
 from relay.signals import Signal
 
+pytestmark = pytest.mark.usefixtures("implementation")
+
 # A generous guard so that a broken implementation fails instead of hanging.
 GUARD = 30
 

@@ -11,6 +11,8 @@ import pytest
 
 from relay.signals import Signal
 
+pytestmark = pytest.mark.usefixtures("implementation")
+
 
 class Sender:
     def method(self) -> None:
@@ -397,3 +399,39 @@ def test_type_errors_of_receivers_still_propagate_unchained() -> None:
 
     sig, receivers = _stale_snapshot_with_a_dead_receiver(2, 1, _after)
     assert sig.send(None) == [(receivers[0], "r0"), (_after, "after")]
+
+
+@pytest.mark.parametrize("method", SENDS)
+def test_many_receivers_with_many_keyword_arguments(method: str) -> None:
+    # More receivers and arguments than the C path keeps on its stack.
+    sig = Signal()
+    named = {f"k{i}": i for i in range(40)}
+    calls: list[int] = []
+
+    def make(index: int) -> Any:
+        def receiver(signal: Signal, sender: object, **kwargs: Any) -> int:
+            assert (signal, sender, kwargs) == (sig, "s", named)
+            calls.append(index)
+            if index % 10 == 3:
+                raise ValueError(index)
+            return index
+
+        return receiver
+
+    receivers = [make(i) for i in range(30)]
+    for receiver in receivers:
+        sig.connect(receiver)
+    if method == "send":
+        with pytest.raises(ValueError, match=r"^3$"):
+            sig.send("s", **named)
+        assert calls == [0, 1, 2, 3]
+        return
+    responses = sig.send_robust("s", **named)
+    assert calls == list(range(30))
+    assert [r for r, _ in responses] == receivers
+    for index, (_, response) in enumerate(responses):
+        if index % 10 == 3:
+            assert isinstance(response, ValueError) and response.args == (index,)
+            assert response.__traceback__ is not None
+        else:
+            assert response == index

@@ -6,6 +6,7 @@ without it.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import struct
@@ -21,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import presence, wire
+from relay import presence, signals, wire
 from relay.presence import LATENCY_BUCKETS
+from relay.signals import Signal
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "origin:1:abcd"
@@ -50,15 +52,15 @@ def test_the_accelerator_is_built_where_required() -> None:
 
 def test_relay_pure_python_turns_the_accelerator_off() -> None:
     code = (
-        "import relay.wire as w; "
+        "import relay.wire as w, relay.signals as s, relay.bridge as b; "
         "print(w.ACCELERATED, w._c_plain_messages, w._c_encode_body, "
-        "w.number_message is w._py_number_message)"
+        "w.number_message is w._py_number_message, s._c_send_to, b._c_fire_messages)"
     )
     env = {**os.environ, "RELAY_PURE_PYTHON": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["False", "None", "None", "True"]
+    assert out.stdout.split() == ["False", "None", "None", "True", "None", "None"]
 
 
 def _encode(named: Any, accelerated: bool, sender: str | None = "app.Thing") -> Any:
@@ -424,6 +426,87 @@ def test_plain_messages_refuses_bad_arguments() -> None:
         _speedups.plain_messages([], ORIGIN, 1, list)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         _speedups.plain_messages([], ORIGIN, "1", wire.Message)  # type: ignore[arg-type]
+
+
+class _Receiver:
+    """A receiver that records its calls and returns its index, or raises."""
+
+    def __init__(self, index: int, fails: bool, calls: list[tuple[int, dict[str, Any]]]) -> None:
+        self.index, self.fails, self.calls = index, fails, calls
+
+    def __call__(self, signal: Signal, sender: object, **kwargs: Any) -> int:
+        self.calls.append((self.index, kwargs))
+        if self.fails:
+            raise ValueError(self.index)
+        return self.index
+
+
+def _send(
+    kinds: list[str], named: dict[str, Any], robust: bool, accelerated: bool
+) -> tuple[Any, list[tuple[int, dict[str, Any]]]]:
+    """A send (robust or not) with or without the accelerator: what it returned, and the calls."""
+    calls: list[tuple[int, dict[str, Any]]] = []
+    receivers = [_Receiver(i, kind == "error", calls) for i, kind in enumerate(kinds)]
+    sig = Signal()
+    for receiver, kind in zip(receivers, kinds, strict=True):
+        sig.connect(receiver, weak=kind != "strong")
+    # "gone" receivers die before the send; "release" ones let go of the next receiver
+    # during it, which still runs (every weak reference is resolved first, as Django does).
+    kept = [r for r, kind in zip(receivers, kinds, strict=True) if kind != "gone"]
+    del receivers
+    with pytest.MonkeyPatch.context() as patch:
+        if not accelerated:
+            patch.setattr(signals, "_c_send_to", None)
+        try:
+            responses = (sig.send_robust if robust else sig.send)("app", **named)
+        except Exception as err:
+            return (type(err), str(err)), calls
+    del kept
+    return [(r.index, type(v), getattr(v, "args", v)) for r, v in responses], calls
+
+
+@needs_speedups
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kinds=st.lists(st.sampled_from(["value", "error", "gone", "strong"]), max_size=40),
+    named=st.dictionaries(
+        st.one_of(st.text(max_size=4), st.just("signal")), st.integers(), max_size=30
+    ),
+    robust=st.booleans(),
+)
+def test_both_send_alike(kinds: list[str], named: dict[str, Any], robust: bool) -> None:
+    assert _send(kinds, named, robust, True) == _send(kinds, named, robust, False)
+
+
+@needs_speedups
+def test_send_to_and_fire_messages_leave_other_shapes_to_python() -> None:
+    from relay import _speedups
+
+    current: contextvars.ContextVar[Any] = contextvars.ContextVar("current")
+    getters = ((lambda: print),)
+    with pytest.raises(TypeError, match="takes 5 arguments"):
+        _speedups.send_to((), None, None, {})  # type: ignore[call-arg]
+    assert _speedups.send_to([], None, None, {}, None) is None  # type: ignore[arg-type]
+    assert _speedups.send_to((), None, None, [], None) is None  # type: ignore[arg-type]
+    assert _speedups.send_to((), None, None, {}, None) == []
+    assert _speedups.send_to(getters, None, None, {1: 2}, None) is None  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="multiple values for keyword argument 'signal'"):
+        _speedups.send_to(getters, None, None, {"signal": 1}, None)
+    calls = ((print, False, None),)
+    log = print
+    with pytest.raises(TypeError, match="takes 7 arguments"):
+        _speedups.fire_messages([], 0, None, calls, None, current)  # type: ignore[call-arg]
+    assert _speedups.fire_messages((), 0, None, calls, None, current, log) is None  # type: ignore[arg-type]
+    assert _speedups.fire_messages([], 0, None, [], None, current, log) is None  # type: ignore[arg-type]
+    assert _speedups.fire_messages([], 0, None, ((print, 1, None),), None, current, log) is None  # type: ignore[arg-type]
+    assert _speedups.fire_messages([], 0, None, ((print,),), None, current, log) is None  # type: ignore[arg-type]
+    assert _speedups.fire_messages([], -1, None, calls, None, current, log) is None
+    assert _speedups.fire_messages([], 0, None, calls, None, "current", log) is None  # type: ignore[arg-type]
+    # A message that is not plain stops the run before it, for Python to fire.
+    assert _speedups.fire_messages(
+        [("not", "a", "message")], 0, None, calls, None, current, log
+    ) == (0, 0, 0)
+    assert _speedups.fire_messages([], 0, None, calls, None, current, log) == (0, 0, 0)
 
 
 def test_the_sdist_builds_the_accelerator(tmp_path: Path) -> None:

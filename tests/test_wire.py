@@ -42,6 +42,8 @@ from relay.wire import (
     register_type,
 )
 
+pytestmark = pytest.mark.usefixtures("implementation")
+
 ID = bytes(range(16))
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -88,18 +90,6 @@ class Money(float):
 
 class Moment(dt.datetime):
     pass
-
-
-@pytest.fixture(autouse=True, params=["accelerated", "pure"])
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run every test with relay's C accelerator (where it is built) and without it."""
-    if request.param == "pure":
-        monkeypatch.setattr(wire, "_c_plain_messages", None)
-        monkeypatch.setattr(wire, "_c_encode_body", None)
-        monkeypatch.setattr(wire, "number_message", wire._py_number_message)
-    elif not wire.ACCELERATED:
-        pytest.skip("relay._speedups is not built")
-    return str(request.param)
 
 
 @pytest.fixture
