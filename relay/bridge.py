@@ -98,28 +98,30 @@ class _Publisher:
         self._thread.start()
 
     def put(self, prepared: _Prepared) -> None:
-        bridge = self.bridge
         with self._lock:
-            if len(self._items) >= bridge.max_queue:
-                if bridge._publisher_connected and bridge.queue_wait > 0:
-                    self._cond.wait_for(
-                        lambda: len(self._items) < bridge.max_queue, bridge.queue_wait
-                    )
-                if len(self._items) >= bridge.max_queue:
-                    self._items.popleft()
-                    self._done += 1
-                    bridge._stats.add("dropped")
-                    bridge._log.warning(
-                        "queue-full",
-                        "relay publish queue is full (%d messages, Redis %s); dropped the "
-                        "oldest message. Raise Relay(max_queue=...) or check the broker.",
-                        bridge.max_queue,
-                        "unreachable" if not bridge._publisher_connected else "too slow",
-                    )
+            if len(self._items) >= self.bridge.max_queue:
+                self._make_room()
             self._items.append(prepared[0].number(prepared))
             self._queued += 1
             if self._idle:
                 self._cond.notify()
+
+    def _make_room(self) -> None:
+        """Wait up to ``queue_wait`` for room in the full queue, else drop its oldest message."""
+        bridge = self.bridge
+        if bridge._publisher_connected and bridge.queue_wait > 0:
+            self._cond.wait_for(lambda: len(self._items) < bridge.max_queue, bridge.queue_wait)
+        if len(self._items) >= bridge.max_queue:
+            self._items.popleft()
+            self._done += 1
+            bridge._stats.add("dropped")
+            bridge._log.warning(
+                "queue-full",
+                "relay publish queue is full (%d messages, Redis %s); dropped the "
+                "oldest message. Raise Relay(max_queue=...) or check the broker.",
+                bridge.max_queue,
+                "unreachable" if not bridge._publisher_connected else "too slow",
+            )
 
     def flush(self, timeout: float | None) -> bool:
         with self._cond:

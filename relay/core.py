@@ -290,14 +290,14 @@ class _Outbox:
         self._packer = wire.MessagePacker(self.name)
 
     def prepare(self, signal: Signal, sender: object, named: dict[str, Any]) -> _Prepared:
-        name = None if sender is None else sender_name(sender)
+        # A str (not a subclass) or None is its own name, as sender_name() says.
+        name = sender if sender is None or type(sender) is str else sender_name(sender)
         body = self._packer.encode(name, time.time(), named)
-        limit = self.bridge.max_message_size
-        if len(body) + _FRAME_OVERHEAD > limit:
+        if len(body) + _FRAME_OVERHEAD > self.bridge.max_message_size:
             raise ValueError(
                 f"signal {self.name!r}: the message would take {len(body)} bytes, over the "
-                f"{limit}-byte limit; send less data (an id to look up, say) or raise "
-                "Relay(max_message_size=...) in every process"
+                f"{self.bridge.max_message_size}-byte limit; send less data (an id to look "
+                "up, say) or raise Relay(max_message_size=...) in every process"
             )
         return (
             self,

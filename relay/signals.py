@@ -130,6 +130,9 @@ class _Snapshot:
     one, so it falls through to ``sync`` exactly as ``by_sender`` would send
     it to ``any``. A sender that dies flags the signal, which drops the
     snapshot before its id can be reused.
+
+    ``outbox`` is the one outbox a sync-only send hands itself to, when
+    exactly one bridge publishes the signal (``outboxes``), else None.
     """
 
     __slots__ = (
@@ -140,11 +143,12 @@ class _Snapshot:
         "entries",
         "fast",
         "has_async",
+        "outbox",
         "sync",
         "sync_only",
     )
 
-    def __init__(self, entries: Sequence[Registration], relayed: bool = False) -> None:
+    def __init__(self, entries: Sequence[Registration], outboxes: Sequence[Outbox] = ()) -> None:
         self.entries = tuple(entries)
         specific = {e.key[1] for e in self.entries if e.key[1] != NONE_ID}
         calls: dict[Hashable, tuple[list[_Getter], list[_Getter]]] = {
@@ -179,7 +183,8 @@ class _Snapshot:
                 break
             self.by_id[id(live_sender)] = self.by_sender[entry.key[1]][0]
         self.sync_only = not (self.has_async or method_senders)
-        self.fast = self.sync_only and not relayed
+        self.fast = self.sync_only and not outboxes
+        self.outbox = outboxes[0] if self.sync_only and len(outboxes) == 1 else None
         if not self.sync_only:
             self.by_id = {}
 
@@ -549,6 +554,18 @@ class Signal:
                 if receiver is not None:
                     responses.append((receiver, receiver(**kwargs)))
             return responses
+        outbox = snapshot.outbox
+        if outbox is not None:
+            # Synchronous receivers and one bridge: it validates and encodes the
+            # send before any receiver runs, and gets it once they have (even if
+            # one raised).
+            prepared = outbox.prepare(self, sender, named)
+            try:
+                by_id = snapshot.by_id
+                getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
+                return self._call_sync(getters, sender, named, False) if getters else []
+            finally:
+                outbox.hand_off(prepared)
         return self._send_general(snapshot, sender, named, "send")
 
     def send_robust(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
@@ -604,6 +621,18 @@ class Signal:
                         response = err
                     responses.append((receiver, response))
             return responses
+        outbox = snapshot.outbox
+        if outbox is not None:
+            # Synchronous receivers and one bridge: it validates and encodes the
+            # send before any receiver runs, and gets it once they have (even if
+            # one raised).
+            prepared = outbox.prepare(self, sender, named)
+            try:
+                by_id = snapshot.by_id
+                getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
+                return self._call_sync(getters, sender, named, True) if getters else []
+            finally:
+                outbox.hand_off(prepared)
         return self._send_general(snapshot, sender, named, "send_robust")
 
     def _send_general(
@@ -615,18 +644,7 @@ class Signal:
             return self._send_local(snapshot, sender, named, what)
         # Each attached bridge validates and encodes the send before any
         # receiver runs, and gets it once they have (even if one raised).
-        if snapshot.sync_only:
-            by_id = snapshot.by_id
-            getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
-            robust = what == "send_robust"
-            if len(outboxes) == 1:
-                outbox = outboxes[0]
-                prepared = outbox.prepare(self, sender, named)
-                try:
-                    return self._call_sync(getters, sender, named, robust) if getters else []
-                finally:
-                    outbox.hand_off(prepared)
-        elif snapshot.has_async and snapshot.calls_for(sender)[1]:
+        if snapshot.has_async and snapshot.calls_for(sender)[1]:
             ensure_no_running_loop(what)
         if len(outboxes) == 1:
             outbox = outboxes[0]
@@ -879,7 +897,7 @@ class Signal:
         with self.lock:
             while True:
                 self._clear_dead_receivers()
-                snapshot = _Snapshot(self.receivers, relayed=bool(self._outboxes))
+                snapshot = _Snapshot(self.receivers, self._outboxes)
                 self._snapshot = snapshot
                 # A weakref callback may have run while the snapshot was built.
                 if not self._dead_receivers:
