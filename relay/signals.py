@@ -554,18 +554,8 @@ class Signal:
                 if receiver is not None:
                     responses.append((receiver, receiver(**kwargs)))
             return responses
-        outbox = snapshot.outbox
-        if outbox is not None:
-            # Synchronous receivers and one bridge: it validates and encodes the
-            # send before any receiver runs, and gets it once they have (even if
-            # one raised).
-            prepared = outbox.prepare(self, sender, named)
-            try:
-                by_id = snapshot.by_id
-                getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
-                return self._call_sync(getters, sender, named, False) if getters else []
-            finally:
-                outbox.hand_off(prepared)
+        if snapshot.outbox is not None:
+            return self._send_relayed(snapshot, snapshot.outbox, sender, named, False)
         return self._send_general(snapshot, sender, named, "send")
 
     def send_robust(self, sender: object, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
@@ -621,19 +611,28 @@ class Signal:
                         response = err
                     responses.append((receiver, response))
             return responses
-        outbox = snapshot.outbox
-        if outbox is not None:
-            # Synchronous receivers and one bridge: it validates and encodes the
-            # send before any receiver runs, and gets it once they have (even if
-            # one raised).
-            prepared = outbox.prepare(self, sender, named)
-            try:
-                by_id = snapshot.by_id
-                getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
-                return self._call_sync(getters, sender, named, True) if getters else []
-            finally:
-                outbox.hand_off(prepared)
+        if snapshot.outbox is not None:
+            return self._send_relayed(snapshot, snapshot.outbox, sender, named, True)
         return self._send_general(snapshot, sender, named, "send_robust")
+
+    def _send_relayed(
+        self,
+        snapshot: _Snapshot,
+        outbox: Outbox,
+        sender: object,
+        named: dict[str, Any],
+        robust: bool,
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """``send`` or ``send_robust`` with synchronous receivers and one bridge."""
+        # The bridge validates and encodes the send before any receiver runs,
+        # and gets it once they have (even if one raised).
+        prepared = outbox.prepare(self, sender, named)
+        try:
+            by_id = snapshot.by_id
+            getters = by_id.get(id(sender), snapshot.sync) if by_id else snapshot.sync
+            return self._call_sync(getters, sender, named, robust) if getters else []
+        finally:
+            outbox.hand_off(prepared)
 
     def _send_general(
         self, snapshot: _Snapshot, sender: object, named: dict[str, Any], what: str
