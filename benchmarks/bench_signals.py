@@ -92,7 +92,11 @@ Issue 14 targets (their own table): relay send against the honest floor with 0,
 ``--relayed``, the relayed case: a signal registered with a started
 ``relay.Relay(publish="async")`` (its publisher thread publishing to the private
 redis-server meanwhile), 1 weak receiver, against an identical unregistered signal.
-Each gives the median of the per-round ratios, their min-max spread and IQR.
+Each gives the median of the per-round ratios, their min-max spread and IQR. After
+the rounds, the relayed case also reports where a relayed send's CPU goes: the
+sending thread's (time.thread_time) and the publisher thread's (getrusage of the
+process, queue flushed, less the sending thread's), per send, against the send
+without a bridge (5 interleaved runs of 100,000 sends each).
 
 Ratios are paired: each round gives one ratio from the two contenders' measurements
 in that round (taken a fraction of a second apart), and the tables and targets use
@@ -121,8 +125,10 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
+import time
 import types
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -719,6 +725,7 @@ class Extra:
 
     cells: dict[tuple[str, str], Loop] = field(default_factory=dict)
     after_round: Callable[[], object] | None = None  # untimed, e.g. flush a publish queue
+    notes: list[str] = field(default_factory=list)  # printed after the report
 
 
 def run(
@@ -1238,6 +1245,41 @@ def to_json(
     }
 
 
+def _relayed_cpu_split(
+    bridge: relay.Relay, bridged: relay.Signal, plain: relay.Signal, n: int = 100_000, runs: int = 5
+) -> str:
+    """
+    Where a relayed send's CPU goes: the sending thread's (``time.thread_time``)
+    and the rest of the process's, its publisher thread's (``getrusage`` of the
+    process, publish queue flushed, less the sending thread's), per send.
+    """
+
+    def process_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    rows = []
+    for _ in range(runs):
+        started = time.thread_time()
+        _loop_send(n, plain.send, SENDER)
+        unrelayed = time.thread_time() - started
+        process, started = process_cpu(), time.thread_time()
+        _loop_send(n, bridged.send, SENDER)
+        sending = time.thread_time() - started
+        if not bridge.flush(120):
+            raise SanityError("relayed case: the CPU split's sends were not all published")
+        rest = process_cpu() - process - sending
+        rows.append((unrelayed * 1e6 / n, sending * 1e6 / n, rest * 1e6 / n))
+    alone, sending_us, rest_us = (statistics.median(column) for column in zip(*rows, strict=True))
+    return (
+        f"Relayed case, CPU per send (median of {runs} runs of {n:,} sends, interleaved): "
+        f"the send without a bridge {alone:.2f} µs; the relayed send {sending_us:.2f} µs in the "
+        f"sending thread ({sending_us / alone:.2f}x) and {rest_us:.2f} µs in the rest of the "
+        f"process, its publisher thread, which shares the interpreter lock: "
+        f"{(sending_us + rest_us) / alone:.2f}x in all."
+    )
+
+
 @contextlib.contextmanager
 def relayed_cells() -> Iterator[Extra]:
     """
@@ -1268,13 +1310,15 @@ def relayed_cells() -> Iterator[Extra]:
                     raise SanityError(f"relayed case: {sig!r} returned {responses!r}")
             if not bridge.flush(30):
                 raise SanityError("relayed case: the first relayed send was not published")
-            yield Extra(
+            extra = Extra(
                 cells={
                     ("relayed", "relay_bridged"): lambda n: _loop_send(n, bridged.send, SENDER),
                     ("relayed", "relay"): lambda n: _loop_send(n, plain.send, SENDER),
                 },
                 after_round=lambda: bridge.flush(60),
             )
+            yield extra
+            extra.notes.append(_relayed_cpu_split(bridge, bridged, plain))
             stats = bridge.stats()
             if stats.get("dropped") or stats.get("publish_errors"):
                 print(f"relayed case: bridge stats {stats}", file=sys.stderr)
@@ -1308,6 +1352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"SANITY CHECK FAILED: {err}", file=sys.stderr)
         return 2
     print("\n".join(report(results, contenders, env, rounds, target_ns, args.markdown)))
+    for note in extra.notes if extra is not None else ():
+        print(f"\n{note}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(to_json(results, contenders, env, rounds, target_ns), handle, indent=2)
