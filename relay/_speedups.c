@@ -897,6 +897,38 @@ done:
     return responses;
 }
 
+/*
+ * receiver(signal=signal, sender=sender, **named) for a named whose keys are
+ * plain (see plain_names). The values are held for the call: the receiver
+ * may change named meanwhile.
+ */
+static PyObject *
+call_receiver(PyObject *receiver, PyObject *named, PyObject *signal, PyObject *sender)
+{
+    PyObject *inline_values[INLINE_CALL];
+    PyObject **values = inline_values;
+    Py_ssize_t width = 2 + PyDict_GET_SIZE(named);
+    if (width > INLINE_CALL && (values = PyMem_New(PyObject *, width)) == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *response = NULL;
+    PyObject *names = call_names(named, signal, sender, values);
+    if (names != NULL) {
+        for (Py_ssize_t k = 2; k < width; k++) {
+            Py_INCREF(values[k]);
+        }
+        response = PyObject_Vectorcall(receiver, values, 0, names);
+        for (Py_ssize_t k = 2; k < width; k++) {
+            Py_DECREF(values[k]);
+        }
+        Py_DECREF(names);
+    }
+    if (values != inline_values) {
+        PyMem_Free(values);
+    }
+    return response;
+}
+
 PyDoc_STRVAR(fire_messages_doc,
 "fire_messages(messages, start, name, calls, signal, current, on_error, /)\n"
 "--\n\n"
@@ -905,11 +937,12 @@ PyDoc_STRVAR(fire_messages_doc,
 "context: set the context variable current to it, call each receiver of\n"
 "calls ((getter or receiver, weak, sender) triples) that is alive with\n"
 "(signal=signal, sender=sender, **message.kwargs), on_error(receiver,\n"
-"message, err) for each Exception, reset current. Stops early, for the\n"
-"caller to fire it, at a message whose keyword arguments are not all\n"
-"str names other than signal and sender. Returns (the index of the first\n"
-"message not fired, receivers called, errors); None for arguments of any\n"
-"other shape.");
+"message, err) for each Exception, reset current. Returns (stop, receivers\n"
+"called, errors, resume): messages[stop] is the first not fired in full.\n"
+"resume is -1, or the index in calls of the first receiver of\n"
+"messages[stop] not called because the keyword arguments are not (or no\n"
+"longer) all str names other than signal and sender: the caller fires it\n"
+"and the rest. None for arguments of any other shape.");
 
 static PyObject *
 fire_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -939,16 +972,12 @@ fire_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_RETURN_NONE;
     }
-    Py_ssize_t fired = 0, errors = 0;
-    PyObject *inline_values[INLINE_CALL];
-    for (; i < PyList_GET_SIZE(messages); i++) {
+    Py_ssize_t fired = 0, errors = 0, resume = -1;
+    for (; i < PyList_GET_SIZE(messages) && resume < 0; i++) {
         PyObject *message = PyList_GET_ITEM(messages, i);
         if (!PyTuple_Check(message) || PyTuple_GET_SIZE(message) != MESSAGE_FIELDS
-            || PyTuple_GET_ITEM(message, 7) != Py_None) {
-            break;
-        }
-        PyObject *kwargs = PyTuple_GET_ITEM(message, 6);
-        if (!PyDict_CheckExact(kwargs) || !plain_names(kwargs)) {
+            || PyTuple_GET_ITEM(message, 7) != Py_None
+            || !PyDict_CheckExact(PyTuple_GET_ITEM(message, 6))) {
             break;
         }
         PyObject *sender_name = PyTuple_GET_ITEM(message, 4);
@@ -961,15 +990,9 @@ fire_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 break;
             }
         }
-        Py_INCREF(message);  /* kwargs and the values below are borrowed from it */
-        Py_ssize_t width = 2 + PyDict_GET_SIZE(kwargs);
-        PyObject **values = inline_values;
-        if (width > INLINE_CALL && (values = PyMem_New(PyObject *, width)) == NULL) {
-            Py_DECREF(message);
-            return PyErr_NoMemory();
-        }
-        PyObject *names = call_names(kwargs, signal, Py_None, values);
-        PyObject *token = names == NULL ? NULL : PyContextVar_Set(current, message);
+        Py_INCREF(message);
+        PyObject *kwargs = PyTuple_GET_ITEM(message, 6);
+        PyObject *token = PyContextVar_Set(current, message);
         int failed = token == NULL;
         for (Py_ssize_t c = 0; c < ncalls && !failed; c++) {
             PyObject *call = PyTuple_GET_ITEM(calls, c);
@@ -988,9 +1011,15 @@ fire_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             else {
                 Py_INCREF(receiver);
             }
+            /* Checked before every call: an earlier receiver may have changed
+             * the message's keyword arguments (current_message().kwargs). */
+            if (!plain_names(kwargs)) {
+                Py_DECREF(receiver);
+                resume = c;
+                break;
+            }
             fired++;
-            values[1] = PyTuple_GET_ITEM(call, 2);
-            PyObject *response = PyObject_Vectorcall(receiver, values, 0, names);
+            PyObject *response = call_receiver(receiver, kwargs, signal, PyTuple_GET_ITEM(call, 2));
             if (response != NULL) {
                 Py_DECREF(response);
             }
@@ -1018,16 +1047,15 @@ fire_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             Py_DECREF(token);
         }
-        Py_XDECREF(names);
-        if (values != inline_values) {
-            PyMem_Free(values);
-        }
         Py_DECREF(message);
         if (failed) {
             return NULL;
         }
+        if (resume >= 0) {
+            break;  /* before i++: the caller fires the rest of message i */
+        }
     }
-    return Py_BuildValue("(nnn)", i, fired, errors);
+    return Py_BuildValue("(nnnn)", i, fired, errors, resume);
 }
 
 static PyMethodDef speedups_methods[] = {

@@ -597,20 +597,24 @@ class Relay(Bridge):
             # The common case: synchronous receivers only, called here as
             # _call_sync would, without the claims, coroutines and spans of _fire;
             # in C, for this message and those after it with the same sender.
+            calls = sync
             if _c_fire_messages is not None:
                 fired_run = _c_fire_messages(
                     fresh, index - 1, name, sync, signal, _current_message, self._log_receiver_error
                 )
-                # None, or stopped before this message: it is fired below.
-                if fired_run is not None and fired_run[0] >= index:
-                    index, fired_now, errors_now = fired_run
+                if fired_run is not None:
+                    stop, fired_now, errors_now, resume = fired_run
                     fired += fired_now
                     errors += errors_now
-                    continue
+                    if resume >= 0:  # the rest of message ``stop`` is fired below
+                        message, calls, index = fresh[stop], sync[resume:], stop + 1
+                    elif stop >= index:
+                        index = stop
+                        continue
             kwargs = message.kwargs
             token = set_current(message)
             try:
-                for ref, weak, sender in sync:
+                for ref, weak, sender in calls:
                     receiver = ref() if weak else ref
                     if receiver is None:
                         continue

@@ -770,3 +770,48 @@ def test_a_message_with_many_keyword_arguments_reaches_every_receiver(bridge: Re
             {"sender": "s", "n": 1},
         ]
     assert bridge.stats()["fired"] == 6
+
+
+def test_a_receiver_that_changes_the_messages_arguments_is_seen_by_the_next(
+    bridge: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each receiver gets the message's keyword arguments as they are when it is
+    # called, as **message.kwargs would give them, whatever an earlier one did.
+    sig = bridge.register(Signal(name="change"))
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def change(**kwargs: Any) -> None:
+        message = current_message()
+        assert message is not None
+        n = kwargs["n"]
+        message.kwargs.clear()  # frees the values the frame decoded
+        if n == 1:
+            message.kwargs["fresh"] = ["x" * 50]
+        elif n == 2:
+            message.kwargs["signal"] = "clash"  # the next receivers cannot be called
+
+    def record(signal: Signal, sender: Any, **kwargs: Any) -> None:
+        seen.append(("record", kwargs))
+
+    def last(signal: Signal, sender: Any, **kwargs: Any) -> None:
+        seen.append(("last", kwargs))
+
+    for receiver in (change, record, last):
+        sig.connect(receiver, weak=False)
+    messages: list[tuple[str | None, dict[str, Any]]] = [
+        ("s", {"n": n, "payload": ["y" * 50] * 3}) for n in range(4)
+    ]
+    with caplog.at_level(logging.ERROR, logger="relay"):
+        bridge._handle(channel_for("ns", "change"), mixed_frame("change", messages))
+    assert seen == [
+        ("record", {}),
+        ("last", {}),
+        ("record", {"fresh": ["x" * 50]}),
+        ("last", {"fresh": ["x" * 50]}),
+        ("record", {}),
+        ("last", {}),
+    ]
+    assert (bridge.stats()["fired"], bridge.stats()["receiver_errors"]) == (12, 2)
+    errors = [record.exc_info[1] for record in caplog.records if record.exc_info]
+    assert [type(err) for err in errors] == [TypeError, TypeError]
+    assert all("multiple values for keyword argument 'signal'" in str(e) for e in errors)

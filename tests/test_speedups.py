@@ -505,8 +505,8 @@ def test_send_to_and_fire_messages_leave_other_shapes_to_python() -> None:
     # A message that is not plain stops the run before it, for Python to fire.
     assert _speedups.fire_messages(
         [("not", "a", "message")], 0, None, calls, None, current, log
-    ) == (0, 0, 0)
-    assert _speedups.fire_messages([], 0, None, calls, None, current, log) == (0, 0, 0)
+    ) == (0, 0, 0, -1)
+    assert _speedups.fire_messages([], 0, None, calls, None, current, log) == (0, 0, 0, -1)
 
 
 def test_the_sdist_builds_the_accelerator(tmp_path: Path) -> None:
