@@ -629,8 +629,8 @@ class Relay(Bridge):
         if fired:
             self._count_fired(fresh[0].signal, fired, errors)
         if self.durable and self.worker_id is not None:
-            self._drive(self._remember_steps(accepted.fresh[-1]))
-        return len(accepted.fresh)
+            self._drive(self._remember_steps(fresh[-1]))
+        return count
 
     def _fire(self, signal: Signal, message: wire.Message, only_once: bool = False) -> None:
         """Fire the receivers a remote message reaches, with ``current_message()`` set."""
