@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from relay import ops, wire
+from relay._accelerator import speedups
 from relay._async import run_parallel
 from relay.core import (
     _DEFERRED,
@@ -55,6 +56,9 @@ _LOOP_CLOSED = (
 )
 
 logger = logging.getLogger("relay.bridge")
+
+#: AsyncRelay's batches of synchronous receivers in C (relay._speedups), when it is in use.
+_c_fire_messages = None if speedups is None else speedups.fire_messages
 
 
 class AsyncRelay(Bridge):
@@ -370,16 +374,8 @@ class AsyncRelay(Bridge):
     def _enqueue(self, prepared: _Prepared) -> None:
         # Runs on the loop's thread (or before start), so numbers follow the queue.
         if len(self._items) >= self.max_queue:
-            self._items.popleft()
+            self._drop_oldest(self._items)
             self._done += 1
-            self._stats.add("dropped")
-            self._log.warning(
-                "queue-full",
-                "relay publish queue is full (%d messages, Redis %s); dropped the oldest "
-                "message. Raise max_queue=... or check the broker.",
-                self.max_queue,
-                "unreachable" if not self._publisher_connected else "too slow",
-            )
         self._items.append(prepared[0].number(prepared))
         self._queued += 1
         if self._wakeup is not None:
@@ -706,7 +702,36 @@ class AsyncRelay(Bridge):
 
         def call_all() -> tuple[int, int]:
             fired = errors = 0
-            for message, calls in batch:
+            index, count = 0, len(batch)
+            while index < count:
+                message, calls = batch[index]
+                index += 1
+                if _c_fire_messages is not None and message.trace is None:
+                    # Consecutive messages with the same receivers in one C
+                    # run, as Relay._handle fires them.
+                    end = index
+                    while end < count and batch[end][1] is calls:
+                        end += 1
+                    run = [queued for queued, _ in batch[index - 1 : end]]
+                    fired_run = _c_fire_messages(
+                        run,
+                        0,
+                        message.sender,
+                        calls,
+                        signal,
+                        _current_message,
+                        self._log_receiver_error,
+                    )
+                    if fired_run is not None:
+                        stop, fired_now, errors_now, resume = fired_run
+                        fired += fired_now
+                        errors += errors_now
+                        if resume >= 0:  # the rest of run[stop] is fired below
+                            message, calls = run[stop], calls[resume:]
+                            index += stop
+                        elif stop > 0:
+                            index += stop - 1
+                            continue
                 token = _current_message.set(message)
                 try:
                     counts = self._call_sync(signal, message, calls)

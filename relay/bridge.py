@@ -112,16 +112,8 @@ class _Publisher:
         if bridge._publisher_connected and bridge.queue_wait > 0:
             self._cond.wait_for(lambda: len(self._items) < bridge.max_queue, bridge.queue_wait)
         if len(self._items) >= bridge.max_queue:
-            self._items.popleft()
+            bridge._drop_oldest(self._items)
             self._done += 1
-            bridge._stats.add("dropped")
-            bridge._log.warning(
-                "queue-full",
-                "relay publish queue is full (%d messages, Redis %s); dropped the "
-                "oldest message. Raise Relay(max_queue=...) or check the broker.",
-                bridge.max_queue,
-                "unreachable" if not bridge._publisher_connected else "too slow",
-            )
 
     def flush(self, timeout: float | None) -> bool:
         with self._cond:

@@ -21,6 +21,7 @@ import math
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
@@ -1276,6 +1277,21 @@ class Bridge:
             self._stats.add("dropped")
             raise
         self._stats.add("published")
+
+    def _drop_oldest(self, items: deque[_Item]) -> None:
+        """Drop the oldest message of a full publish queue, counting and logging it.
+
+        The driver that owns ``items`` counts the message as done itself.
+        """
+        items.popleft()
+        self._stats.add("dropped")
+        self._log.warning(
+            "queue-full",
+            "relay publish queue is full (%d messages, Redis %s); dropped the oldest "
+            "message. Raise max_queue=... or check the broker.",
+            self.max_queue,
+            "unreachable" if not self._publisher_connected else "too slow",
+        )
 
     def _publish_steps(self, batch: list[_Item]) -> _Steps[None]:
         """Publish a batch, retrying with backoff while Redis is unreachable, until stopped."""
