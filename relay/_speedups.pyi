@@ -1,4 +1,4 @@
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -24,7 +24,7 @@ def fire_messages(
     messages: list[Any],
     start: int,
     name: str | None,
-    calls: tuple[tuple[Any, bool, object], ...],
+    calls: Sequence[tuple[Any, bool, object]],
     signal: object,
     current: ContextVar[Any],
     on_error: Callable[[Any, Any, Exception], object],

@@ -25,6 +25,7 @@ from relay._async import run_parallel
 from relay.core import (
     _DEFERRED,
     _MAX_BATCH,
+    _NO_SENDER,
     _POLL_SECONDS,
     _T,
     Bridge,
@@ -585,12 +586,21 @@ class AsyncRelay(Bridge):
         """
         pending: list[tuple[wire.Message, Sequence[_RemoteCall]]] = []
         claims: list[str] = []
+        name: Any = _NO_SENDER
         for message in messages:
-            sync, asynchronous, won = await self._calls_for(signal, message)
+            if message.sender != name:
+                name = message.sender
+                calls = _remote_calls(signal, name)
+            won: Sequence[str] = ()
+            if calls[2]:  # once receivers, claimed message by message
+                sync, asynchronous, won = await self._calls_for(signal, message)
+            else:
+                sync, asynchronous = calls[0], calls[1]
             if asynchronous:
                 await self._run_sync(signal, pending, claims)
                 pending, claims = [], []
                 await self._run_message(signal, message, sync, asynchronous, won)
+                name = _NO_SENDER  # the receivers may have changed them
             elif sync:
                 pending.append((message, sync))
                 claims.extend(won)

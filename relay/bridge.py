@@ -27,6 +27,7 @@ from relay.core import (
     _CHANGE_WAIT,
     _DEFERRED,
     _MAX_BATCH,
+    _NO_SENDER,
     _POLL_SECONDS,
     DEFAULT_MAX_FRAME_SIZE,
     STAT_NAMES,
@@ -69,7 +70,6 @@ __all__ = [
 logger = logging.getLogger("relay.bridge")
 
 _T = TypeVar("_T")
-_NO_SENDER: Any = object()  # no message's sender: the first of a frame looks its receivers up
 #: The common case of Relay._handle's firing loop in C (relay._speedups), when it is in use.
 _c_fire_messages = None if speedups is None else speedups.fire_messages
 

@@ -394,6 +394,8 @@ class _Accepted(NamedTuple):
 
 #: What ``Bridge._accept`` returns for a frame it defers (see there).
 _DEFERRED: Final = _Accepted(Signal(), [], [], [])
+#: No message's sender: a frame's first message looks its receivers up.
+_NO_SENDER: Final[Any] = object()
 
 
 # The algorithms below that need the broker (publishing, reconnecting, durable

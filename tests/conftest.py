@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from relay import aio as relay_aio
 from relay import bridge as relay_bridge
 from relay import presence, signals, wire
 from relay.testing import RedisServer, RedisServerUnavailable
@@ -149,6 +150,7 @@ def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(wire, "number_message", wire._py_number_message)
         monkeypatch.setattr(signals, "_c_send_to", None)
         monkeypatch.setattr(relay_bridge, "_c_fire_messages", None)
+        monkeypatch.setattr(relay_aio, "_c_fire_messages", None)
         monkeypatch.setattr(presence, "_c_latency_counts", None)
     elif not wire.ACCELERATED:
         pytest.skip("relay._speedups is not built")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import logging
@@ -10,13 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import fakeredis
 import pytest
 
-from relay import Relay, Signal, TransportError, current_message, wire
+from relay import AsyncRelay, Relay, Signal, TransportError, current_message, wire
 from relay.bridge import channel_for
+from relay.core import Bridge
 from relay.origin import origin_id
 from relay.transport import Log, Outgoing
 from relay.transport.redis import RedisTransport
@@ -656,6 +658,28 @@ def test_own_frames_are_dropped_before_decoding(bridge: Relay, client: fakeredis
 # -- the firing loop (run with and without relay._speedups) -----------------
 
 
+class Driver(NamedTuple):
+    bridge: Bridge
+    handle: Callable[[str, bytes], int]
+
+
+@pytest.fixture(params=["threaded", "asyncio"])
+def driver(
+    request: pytest.FixtureRequest, bridge: Relay, server: fakeredis.FakeServer
+) -> Iterator[Driver]:
+    """A bridge of either driver, and its listener's frame handler, run to completion."""
+    if request.param == "threaded":
+        yield Driver(bridge, bridge._handle)
+        return
+    async_bridge = AsyncRelay(client=fakeredis.FakeAsyncRedis(server=server), namespace="ns")
+
+    def handle(channel: str, data: bytes) -> int:
+        return asyncio.run(async_bridge._handle(channel, data))
+
+    yield Driver(async_bridge, handle)
+    asyncio.run(async_bridge.close())
+
+
 def mixed_frame(
     name: str, messages: list[tuple[str | None, dict[str, Any]]], traced: int | None = None
 ) -> bytes:
@@ -679,9 +703,9 @@ def mixed_frame(
 
 
 def test_a_frame_of_mixed_messages_fires_each_in_order_with_its_own_message(
-    bridge: Relay, caplog: pytest.LogCaptureFixture
+    driver: Driver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sig = bridge.register(Signal(name="mix"))
+    sig = driver.bridge.register(Signal(name="mix"))
     calls: list[tuple[Any, int, bool, dict[str, Any]]] = []
 
     def record(signal: Signal, sender: Any, **kwargs: Any) -> None:
@@ -706,32 +730,36 @@ def test_a_frame_of_mixed_messages_fires_each_in_order_with_its_own_message(
     del last
     messages: list[tuple[str | None, dict[str, Any]]] = [
         ("a", {"n": 0}),
-        ("a", {"n": 1, "fail": True}),
+        ("a", {"n": 1}),
         ("b", {"n": 2}),
         ("b", {"n": 3}),  # traced
         (None, {"n": 5}),
+        # After ``last`` is gone: the traceback of an error keeps the frame
+        # that called the receivers, and so perhaps ``last``, alive.
+        (None, {"n": 4, "fail": True}),
         (None, {"signal": 4}),  # cannot be called: a TypeError, logged as the receiver's
         (None, {"n": 6}),
     ]
     with caplog.at_level(logging.ERROR, logger="relay"):
-        fired = bridge._handle(channel_for("ns", "mix"), mixed_frame("mix", messages, traced=3))
-    assert fired == 7
+        fired = driver.handle(channel_for("ns", "mix"), mixed_frame("mix", messages, traced=3))
+    assert fired == 8
     assert calls == [
         ("a", 1, False, {"n": 0}),
         ("last", 0, False, {}),
-        ("a", 2, False, {"n": 1, "fail": True}),
+        ("a", 2, False, {"n": 1}),
         ("last", 1, False, {}),
         ("b", 3, False, {"n": 2}),
         ("last", 2, False, {}),
         ("b", 4, True, {"n": 3}),
         ("last", 3, False, {}),
         (None, 5, False, {"n": 5}),
-        (None, 7, False, {"n": 6}),
+        (None, 6, False, {"n": 4, "fail": True}),
+        (None, 8, False, {"n": 6}),
     ]
     assert current_message() is None
-    stats = bridge.stats()
+    stats = driver.bridge.stats()
     # All three receivers for the first four messages, then ``record`` and ``let_go``.
-    assert (stats["fired"], stats["receiver_errors"]) == (3 * 4 + 2 * 3, 1 + 2)
+    assert (stats["fired"], stats["receiver_errors"]) == (3 * 4 + 2 * 4, 1 + 2)
     errors = [record.exc_info[1] for record in caplog.records if record.exc_info]
     assert [type(err) for err in errors] == [ValueError, TypeError, TypeError]
     assert "multiple values for keyword argument 'signal'" in str(errors[1])
@@ -756,28 +784,28 @@ def test_a_receiver_raising_a_base_exception_stops_the_frame_and_resets_current_
     assert current_message() is None
 
 
-def test_a_message_with_many_keyword_arguments_reaches_every_receiver(bridge: Relay) -> None:
-    sig = bridge.register(Signal(name="wide"))
+def test_a_message_with_many_keyword_arguments_reaches_every_receiver(driver: Driver) -> None:
+    sig = driver.bridge.register(Signal(name="wide"))
     named = {f"k{i}": i for i in range(40)}
     recorders = [Recorder() for _ in range(3)]
     for recorder in recorders:
         sig.connect(recorder, weak=False)
     frame = mixed_frame("wide", [("s", named), ("s", {"n": 1})])
-    assert bridge._handle(channel_for("ns", "wide"), frame) == 2
+    assert driver.handle(channel_for("ns", "wide"), frame) == 2
     for recorder in recorders:
         assert [{k: v for k, v in c.items() if k != "message"} for c in recorder.calls] == [
             {"sender": "s", **named},
             {"sender": "s", "n": 1},
         ]
-    assert bridge.stats()["fired"] == 6
+    assert driver.bridge.stats()["fired"] == 6
 
 
 def test_a_receiver_that_changes_the_messages_arguments_is_seen_by_the_next(
-    bridge: Relay, caplog: pytest.LogCaptureFixture
+    driver: Driver, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Each receiver gets the message's keyword arguments as they are when it is
     # called, as **message.kwargs would give them, whatever an earlier one did.
-    sig = bridge.register(Signal(name="change"))
+    sig = driver.bridge.register(Signal(name="change"))
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def change(**kwargs: Any) -> None:
@@ -802,7 +830,7 @@ def test_a_receiver_that_changes_the_messages_arguments_is_seen_by_the_next(
         ("s", {"n": n, "payload": ["y" * 50] * 3}) for n in range(4)
     ]
     with caplog.at_level(logging.ERROR, logger="relay"):
-        bridge._handle(channel_for("ns", "change"), mixed_frame("change", messages))
+        driver.handle(channel_for("ns", "change"), mixed_frame("change", messages))
     assert seen == [
         ("record", {}),
         ("last", {}),
@@ -811,7 +839,7 @@ def test_a_receiver_that_changes_the_messages_arguments_is_seen_by_the_next(
         ("record", {}),
         ("last", {}),
     ]
-    assert (bridge.stats()["fired"], bridge.stats()["receiver_errors"]) == (12, 2)
+    assert (driver.bridge.stats()["fired"], driver.bridge.stats()["receiver_errors"]) == (12, 2)
     errors = [record.exc_info[1] for record in caplog.records if record.exc_info]
     assert [type(err) for err in errors] == [TypeError, TypeError]
     assert all("multiple values for keyword argument 'signal'" in str(e) for e in errors)
