@@ -38,7 +38,6 @@ from relay.core import (
     _Won,
     gap,
     predecessors,
-    start_draining,
     stop_draining,
 )
 from relay.ops import Steps as _Steps
@@ -228,11 +227,8 @@ class AsyncRelay(Bridge):
             if self._loop is not None and self._loop.is_closed():
                 self._abandon()
                 return False
-            draining = start_draining(self)  # see Relay.stop
-            self._running = False
+            draining = self._stop_publishing()
         try:
-            with self._lock:
-                self._detach_all()
             flushed = await self._flush(timeout)
         finally:
             stop_draining(self, draining)

@@ -47,7 +47,6 @@ from relay.core import (
     predecessors,
     reconnected,
     signing_key,
-    start_draining,
     stop_draining,
 )
 from relay.ops import Steps as _Steps
@@ -282,14 +281,9 @@ class Relay(Bridge):
         with self._lock:
             if not self._running:
                 return True
-            # Another bridge publishing these signals from now on waits for
-            # what is queued here first.
-            draining = start_draining(self)
-            self._running = False
+            draining = self._stop_publishing()
         flushed = True
         try:
-            with self._lock:
-                self._detach_all()
             if self.publish_mode == "async":
                 flushed = self._publisher.stop(timeout)
         finally:

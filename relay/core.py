@@ -860,6 +860,26 @@ class Bridge:
         for name, outbox in self._outboxes.items():
             self._signals[name]._detach(outbox)
 
+    def _stop_publishing(self) -> threading.Event:
+        """
+        Mark the bridge stopped and detach it from its signals; the caller
+        holds ``_lock``, and passes the returned draining mark to
+        ``stop_draining`` once what is queued here is published. Another
+        bridge publishing these signals from now on waits for that mark
+        first. ``running`` turns False only once the bridge is detached, so
+        that a send made after it has goes to the bridge that takes over, not
+        into this one's queue.
+        """
+        draining = start_draining(self)
+        try:
+            self._detach_all()
+        except BaseException:
+            stop_draining(self, draining)
+            raise
+        finally:
+            self._running = False
+        return draining
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"this bridge is closed; create a new {type(self).__name__}")

@@ -647,6 +647,47 @@ def test_threaded_and_asyncio_bridges_of_one_process_never_fire_twice(
     assert first["duplicates"] + second["duplicates"] == 1
 
 
+def test_a_send_once_a_stopping_bridge_is_not_running_goes_to_the_next(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    As with Relay: ``running`` turns False only once the stopping bridge is
+    detached, so a thread's send made after that is the next bridge's.
+    """
+    sig = Signal(name="a.handover")
+
+    def send_once_stopped(bridge: AsyncRelay) -> None:
+        deadline = time.monotonic() + 20
+        while bridge.running:
+            assert time.monotonic() < deadline, "the bridge never stopped running"
+            time.sleep(0.001)
+        sig.send(None, n=1)
+
+    async def scenario() -> tuple[dict[str, int], dict[str, int]]:
+        one = AsyncRelay(redis_url, namespace=namespace)
+        one.register(sig)
+        await one.start()
+        async with AsyncRelay(redis_url, namespace=namespace) as two:
+            two.register(sig)
+            detach_all = one._detach_all
+
+            def slow_detach_all() -> None:
+                time.sleep(0.2)  # widens the window a preempted stop would leave
+                detach_all()
+
+            monkeypatch.setattr(one, "_detach_all", slow_detach_all)
+            sender = threading.Thread(target=send_once_stopped, args=(one,))
+            sender.start()
+            await one.stop()
+            await asyncio.to_thread(sender.join)
+            assert await two.flush(10)
+            return one.stats(), two.stats()
+
+    first, second = run(scenario())
+    assert (first["published"], second["published"]) == (0, 1)
+    assert (first["dropped"], second["dropped"]) == (0, 0)
+
+
 def test_a_burst_of_asends_that_never_yields_loses_nothing(redis_url: str, namespace: str) -> None:
     sig = Signal(name="a.burst")
 

@@ -389,6 +389,36 @@ def test_two_bridges_on_one_namespace_publish_once(
     assert (len(first.batches), len(second.batches)) == (1, 1)
 
 
+def test_a_send_once_a_stopping_bridge_is_not_running_goes_to_the_next(
+    client: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    ``running`` turns False only once the stopping bridge is detached from
+    its signals: a send made after that is the next bridge's to publish, not
+    one more message in the stopping bridge's queue.
+    """
+    first, second = FlakyTransport(client), FlakyTransport(client)
+    one = Relay(transport=first, namespace="ns", publish="sync")
+    two = Relay(transport=second, namespace="ns", publish="sync")
+    sig = Signal(name="a.b")
+    one.register(sig)
+    two.register(sig)
+    one.start()
+    detach_all = one._detach_all
+
+    def slow_detach_all() -> None:
+        time.sleep(0.2)  # widens the window a preempted stopping thread leaves
+        detach_all()
+
+    monkeypatch.setattr(one, "_detach_all", slow_detach_all)
+    stopping = threading.Thread(target=one.stop)
+    stopping.start()
+    wait_until(lambda: not one.running)
+    sig.send(None)
+    stopping.join()
+    assert (len(first.batches), len(second.batches)) == (0, 1)
+
+
 # -- receiving -----------------------------------------------------------------
 
 
