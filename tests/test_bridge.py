@@ -372,15 +372,27 @@ def test_sync_publish_raises_on_broker_errors(client: fakeredis.FakeRedis) -> No
     assert relay.flush() is True
 
 
+def two_sync_bridges(
+    client: fakeredis.FakeRedis,
+) -> tuple[Signal, tuple[Relay, FlakyTransport], tuple[Relay, FlakyTransport]]:
+    """
+    A signal registered with two ``publish="sync"`` bridges of one namespace,
+    and each bridge with its transport.
+    """
+    sig = Signal(name="a.b")
+    bridges = []
+    for _ in range(2):
+        transport = FlakyTransport(client)
+        bridge = Relay(transport=transport, namespace="ns", publish="sync")
+        bridge.register(sig)
+        bridges.append((bridge, transport))
+    return sig, bridges[0], bridges[1]
+
+
 def test_two_bridges_on_one_namespace_publish_once(
     client: fakeredis.FakeRedis,
 ) -> None:
-    first, second = FlakyTransport(client), FlakyTransport(client)
-    one = Relay(transport=first, namespace="ns", publish="sync")
-    two = Relay(transport=second, namespace="ns", publish="sync")
-    sig = Signal(name="a.b")
-    one.register(sig)
-    two.register(sig)
+    sig, (one, first), (_two, second) = two_sync_bridges(client)
     sig.send(None)
     assert (len(first.batches), len(second.batches)) == (1, 0)
     one.start()
@@ -397,12 +409,7 @@ def test_a_send_once_a_stopping_bridge_is_not_running_goes_to_the_next(
     its signals: a send made after that is the next bridge's to publish, not
     one more message in the stopping bridge's queue.
     """
-    first, second = FlakyTransport(client), FlakyTransport(client)
-    one = Relay(transport=first, namespace="ns", publish="sync")
-    two = Relay(transport=second, namespace="ns", publish="sync")
-    sig = Signal(name="a.b")
-    one.register(sig)
-    two.register(sig)
+    sig, (one, first), (_two, second) = two_sync_bridges(client)
     one.start()
     detach_all = one._detach_all
 
