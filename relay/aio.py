@@ -154,8 +154,9 @@ class AsyncRelay(Bridge):
                 self._stop_requested = asyncio.Event()
                 self._sync_publish = asyncio.Lock()
                 self._reaps = any(_has_once_receivers(sig) for sig in self._signals.values())
-                self._running = True
+                # Attached first: a send made once running reads True is relayed.
                 self._attach_all()
+                self._running = True
                 # Registered, or given remote receivers, while SUBSCRIBE was under way.
                 for channel in sorted(self._listening_channels() - listening):
                     self._subscribe(channel)

@@ -259,8 +259,9 @@ class Relay(Bridge):
         self._reaps = any(_has_once_receivers(sig) for sig in self._signals.values())
         self._drive(self._subscribed_steps(listening))
         self._stop_event.clear()
-        self._running = True
+        # Attached first: a send made once running reads True is relayed.
         self._attach_all()
+        self._running = True
         if self.publish_mode == "async":
             self._publisher.start()
         self._start_presence()

@@ -920,7 +920,12 @@ class Bridge:
 
     @property
     def running(self) -> bool:
-        """True between start and stop."""
+        """
+        True between start and stop. Once it reads True, sends of the
+        registered signals are relayed through this bridge; once it reads
+        False again, they are not (another bridge of the namespace in this
+        process, if there is one, relays them).
+        """
         return self._running
 
     # -- handling messages (shared) ------------------------------------------

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -155,3 +156,23 @@ def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     elif not wire.ACCELERATED:
         pytest.skip("relay._speedups is not built")
     return str(request.param)
+
+
+@pytest.fixture
+def slow_down(monkeypatch: pytest.MonkeyPatch) -> Callable[[object, str], None]:
+    """
+    ``slow_down(obj, name)`` makes the method ``obj.name`` (no arguments)
+    sleep 0.2 s first: it widens the window that a thread preempted just
+    before the call would leave, so that a race shows every time.
+    """
+
+    def slow_down(obj: object, name: str) -> None:
+        method = getattr(obj, name)
+
+        def slowly() -> None:
+            time.sleep(0.2)
+            method()
+
+        monkeypatch.setattr(obj, name, slowly)
+
+    return slow_down

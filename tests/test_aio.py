@@ -647,8 +647,23 @@ def test_threaded_and_asyncio_bridges_of_one_process_never_fire_twice(
     assert first["duplicates"] + second["duplicates"] == 1
 
 
+def send_when(ready: Callable[[], bool], sig: Signal) -> threading.Thread:
+    """A started thread that sends ``sig`` (``n=1``) from outside the loop once ``ready()``."""
+
+    def send() -> None:
+        deadline = time.monotonic() + 20
+        while not ready():
+            assert time.monotonic() < deadline, "never ready to send"
+            time.sleep(0.001)
+        sig.send(None, n=1)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
 def test_a_send_once_a_stopping_bridge_is_not_running_goes_to_the_next(
-    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, namespace: str, slow_down: Callable[[object, str], None]
 ) -> None:
     """
     As with Relay: ``running`` turns False only once the stopping bridge is
@@ -656,28 +671,14 @@ def test_a_send_once_a_stopping_bridge_is_not_running_goes_to_the_next(
     """
     sig = Signal(name="a.handover")
 
-    def send_once_stopped(bridge: AsyncRelay) -> None:
-        deadline = time.monotonic() + 20
-        while bridge.running:
-            assert time.monotonic() < deadline, "the bridge never stopped running"
-            time.sleep(0.001)
-        sig.send(None, n=1)
-
     async def scenario() -> tuple[dict[str, int], dict[str, int]]:
         one = AsyncRelay(redis_url, namespace=namespace)
         one.register(sig)
         await one.start()
         async with AsyncRelay(redis_url, namespace=namespace) as two:
             two.register(sig)
-            detach_all = one._detach_all
-
-            def slow_detach_all() -> None:
-                time.sleep(0.2)  # widens the window a preempted stop would leave
-                detach_all()
-
-            monkeypatch.setattr(one, "_detach_all", slow_detach_all)
-            sender = threading.Thread(target=send_once_stopped, args=(one,))
-            sender.start()
+            slow_down(one, "_detach_all")
+            sender = send_when(lambda: not one.running, sig)
             await one.stop()
             await asyncio.to_thread(sender.join)
             assert await two.flush(10)
@@ -686,6 +687,34 @@ def test_a_send_once_a_stopping_bridge_is_not_running_goes_to_the_next(
     first, second = run(scenario())
     assert (first["published"], second["published"]) == (0, 1)
     assert (first["dropped"], second["dropped"]) == (0, 0)
+
+
+def test_a_send_once_a_restarted_bridge_is_running_is_relayed(
+    redis_url: str, namespace: str, slow_down: Callable[[object, str], None]
+) -> None:
+    """
+    As with Relay: ``running`` turns True only once a bridge started again is
+    attached again, so a thread's send made after that is published.
+    """
+    sig = Signal(name="a.restart")
+
+    async def scenario() -> dict[str, int]:
+        bridge = AsyncRelay(redis_url, namespace=namespace)
+        bridge.register(sig)
+        await bridge.start()
+        await bridge.stop()
+        slow_down(bridge, "_attach_all")
+        sender = send_when(lambda: bridge.running, sig)
+        try:
+            await bridge.start()
+            await asyncio.to_thread(sender.join)
+            assert await bridge.flush(10)
+            return bridge.stats()
+        finally:
+            await bridge.stop()
+
+    stats = run(scenario())
+    assert (stats["published"], stats["dropped"]) == (1, 0)
 
 
 def test_a_burst_of_asends_that_never_yields_loses_nothing(redis_url: str, namespace: str) -> None:

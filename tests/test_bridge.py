@@ -402,7 +402,7 @@ def test_two_bridges_on_one_namespace_publish_once(
 
 
 def test_a_send_once_a_stopping_bridge_is_not_running_goes_to_the_next(
-    client: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+    client: fakeredis.FakeRedis, slow_down: Callable[[object, str], None]
 ) -> None:
     """
     ``running`` turns False only once the stopping bridge is detached from
@@ -411,19 +411,34 @@ def test_a_send_once_a_stopping_bridge_is_not_running_goes_to_the_next(
     """
     sig, (one, first), (_two, second) = two_sync_bridges(client)
     one.start()
-    detach_all = one._detach_all
-
-    def slow_detach_all() -> None:
-        time.sleep(0.2)  # widens the window a preempted stopping thread leaves
-        detach_all()
-
-    monkeypatch.setattr(one, "_detach_all", slow_detach_all)
+    slow_down(one, "_detach_all")
     stopping = threading.Thread(target=one.stop)
     stopping.start()
     wait_until(lambda: not one.running)
     sig.send(None)
     stopping.join()
     assert (len(first.batches), len(second.batches)) == (0, 1)
+
+
+def test_a_send_once_a_restarted_bridge_is_running_is_relayed(
+    transport: FlakyTransport, slow_down: Callable[[object, str], None]
+) -> None:
+    """
+    ``running`` turns True only once a bridge started again is attached to
+    its signals again: a send made after that is published, not only fired here.
+    """
+    relay = Relay(transport=transport, namespace="ns", publish="sync")
+    sig = relay.register(Signal(name="a.b"))
+    relay.start()
+    relay.stop()
+    slow_down(relay, "_attach_all")
+    starting = threading.Thread(target=relay.start)
+    starting.start()
+    wait_until(lambda: relay.running)
+    sig.send(None)
+    starting.join()
+    relay.close()
+    assert len(transport.batches) == 1
 
 
 # -- receiving -----------------------------------------------------------------
