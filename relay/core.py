@@ -922,9 +922,9 @@ class Bridge:
     def running(self) -> bool:
         """
         True between start and stop. Once it reads True, sends of the
-        registered signals are relayed through this bridge; once it reads
-        False again, they are not (another bridge of the namespace in this
-        process, if there is one, relays them).
+        registered signals are relayed (by this bridge, unless another
+        bridge of the namespace in this process was attached first); once it
+        reads False again, this bridge takes no more of them.
         """
         return self._running
 
