@@ -208,18 +208,24 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from relay.monitor import monitor
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        # Once: a second SIGTERM does not interrupt the cleanup of the first.
+        os_signal.signal(os_signal.SIGTERM, os_signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    # Stop on SIGTERM as on Ctrl-C (exit 0): as PID 1 of a container (docker
-    # compose stop) the default action of SIGTERM would be ignored.
+    # Stop on SIGTERM as on Ctrl-C (exit 0), wherever the monitor is: as PID 1
+    # of a container (docker compose stop) the default action of SIGTERM
+    # would be ignored.
     os_signal.signal(os_signal.SIGTERM, interrupt)
-    bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), args.secret)
     try:
-        return monitor(bridge, args.signal or None, as_json=args.json, limit=args.count)
-    except ValueError as exc:  # a cluster: name the signals
-        raise UsageError(str(exc)) from None
-    finally:
-        bridge.close()
+        bridge = _connect(_redis_url(args.redis_url), _namespace(args.namespace), args.secret)
+        try:
+            return monitor(bridge, args.signal or None, as_json=args.json, limit=args.count)
+        except ValueError as exc:  # a cluster: name the signals
+            raise UsageError(str(exc)) from None
+        finally:
+            bridge.close()
+    except KeyboardInterrupt:
+        return 0
 
 
 # -- relay workers ----------------------------------------------------------------

@@ -101,13 +101,15 @@ def monitor(
             "patterns: name the signals to watch"
         )
     subscription = bridge.transport.subscription()
-    if signals:
-        subscription.subscribe([channel_for(bridge.namespace, name, sharded) for name in signals])
-    else:
-        subscription.psubscribe([channel_for(bridge.namespace, "*")])
     printed = failures = 0
-    logger.info("watching namespace %r on %s", bridge.namespace, bridge.transport.description)
     try:
+        # Inside the try: an interrupt while subscribing is a clean stop too.
+        if signals:
+            channels = [channel_for(bridge.namespace, name, sharded) for name in signals]
+            subscription.subscribe(channels)
+        else:
+            subscription.psubscribe([channel_for(bridge.namespace, "*")])
+        logger.info("watching namespace %r on %s", bridge.namespace, bridge.transport.description)
         while limit is None or printed < limit:
             try:
                 received = subscription.get(1.0)

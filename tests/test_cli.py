@@ -19,12 +19,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 
+from relay import Relay, cli
 from relay.demo.app import RECEIVERS
 from relay.demo.run import expected_counts
+from relay.monitor import monitor as watch
 from relay.testing import RedisServer
+from relay.transport.redis import RedisTransport
 
 pytestmark = pytest.mark.redis
 
@@ -611,6 +615,47 @@ def test_monitor_stops_cleanly_on_sigterm(
     monitor = start_monitor(background, client, "--namespace", namespace, "--redis-url", redis_url)
     assert monitor.terminate() == 0, monitor.stderr
     assert "Traceback" not in monitor.stderr
+
+
+class InterruptedSubscription:
+    """A subscription interrupted (SIGTERM, Ctrl-C) while it subscribes."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def subscribe(self, channels: list[str]) -> None:
+        raise KeyboardInterrupt
+
+    psubscribe = subscribe
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("signals", [None, ["a.b"]])
+def test_monitor_interrupted_while_subscribing_stops_cleanly(
+    signals: list[str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bridge = Relay(transport=RedisTransport(client=fakeredis.FakeRedis()), namespace="ns")
+    subscription = InterruptedSubscription()
+    monkeypatch.setattr(bridge.transport, "subscription", lambda: subscription)
+    try:
+        assert watch(bridge, signals) == 0
+    finally:
+        bridge.close()
+    assert subscription.closed
+
+
+def test_monitor_interrupted_while_connecting_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_connect", interrupted)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["monitor", "--redis-url", "redis://127.0.0.1:1/0"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 # -- errors: one line, exit 2 ---------------------------------------------------------
